@@ -1,0 +1,157 @@
+/* test_base.c -- base layer: CRC32C, base64, varints, JSON writer, UTF-8, murmur2, arena. */
+#include "harness.h"
+
+#include "base/arena.h"
+#include "base/b64.h"
+#include "base/buf.h"
+#include "base/crc32c.h"
+#include "base/err.h"
+#include "base/hash.h"
+#include "base/json.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+uint32_t crc32c_sw(uint32_t crc, const void *data, size_t n);
+
+TEST(crc32c_known_vectors)
+{
+    CHECK(crc32c(0, "123456789", 9) == 0xE3069283u);
+    CHECK(crc32c(0, "", 0) == 0);
+    uint8_t zeros[32] = {0};
+    CHECK(crc32c(0, zeros, 32) == 0x8A9136AAu); /* RFC 3720 B.4 */
+    /* Incremental == one-shot. */
+    CHECK(crc32c(crc32c(0, "12345", 5), "6789", 4) == 0xE3069283u);
+}
+
+TEST(crc32c_hw_matches_sw)
+{
+    uint8_t buf[1031];
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (uint8_t)(i * 131 + 7);
+    for (size_t n = 0; n < sizeof buf; n += 17)
+        CHECK(crc32c(0, buf, n) == crc32c_sw(0, buf, n));
+}
+
+TEST(b64_roundtrip_all_lengths)
+{
+    uint8_t src[300];
+    for (size_t i = 0; i < sizeof src; i++)
+        src[i] = (uint8_t)i;
+    for (size_t n = 0; n < sizeof src; n++) {
+        struct sbuf e, d;
+        sbuf_init(&e, 0);
+        sbuf_init(&d, 0);
+        b64_encode(&e, src, n);
+        CHECK(e.len == b64_encoded_len(n));
+        CHECK(b64_decode(&d, e.data, e.len) == 0);
+        CHECK(d.len == n && (n == 0 || memcmp(d.data, src, n) == 0));
+        sbuf_free(&e);
+        sbuf_free(&d);
+    }
+    struct sbuf d;
+    sbuf_init(&d, 0);
+    CHECK(b64_decode(&d, (const uint8_t *)"aGVsbG8=", 8) == 0);
+    CHECK(d.len == 5 && memcmp(d.data, "hello", 5) == 0);
+    CHECK(b64_decode(&d, (const uint8_t *)"aGV", 3) == ERR_INVALID);
+    CHECK(b64_decode(&d, (const uint8_t *)"a=Vs", 4) == ERR_INVALID);
+    sbuf_free(&d);
+}
+
+TEST(varint_roundtrip)
+{
+    int64_t vals[] = {0, 1, -1, 63, -64, 64, 300, -300, INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN};
+    struct sbuf b;
+    sbuf_init(&b, 0);
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+        sbuf_put_varint(&b, vals[i]);
+        sbuf_put_uvarint(&b, (uint64_t)vals[i]);
+    }
+    struct reader r = reader_of(slice_of(b.data, b.len));
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+        int64_t v;
+        uint64_t u;
+        CHECK(rd_varint(&r, &v) && v == vals[i]);
+        CHECK(rd_uvarint(&r, &u) && u == (uint64_t)vals[i]);
+    }
+    CHECK(rd_left(&r) == 0);
+    uint64_t u;
+    CHECK(!rd_uvarint(&r, &u) && r.bad);
+    /* Overlong varint (11 continuation bytes) is rejected. */
+    uint8_t bad[11];
+    memset(bad, 0xff, sizeof bad);
+    struct reader r2 = reader_of(slice_of(bad, sizeof bad));
+    CHECK(!rd_uvarint(&r2, &u));
+    sbuf_free(&b);
+}
+
+TEST(json_writer_escapes_and_commas)
+{
+    struct sbuf b;
+    sbuf_init(&b, 0);
+    struct jw w;
+    jw_init(&w, &b);
+    jw_obj_open(&w);
+    jw_kbool(&w, "ok", true);
+    jw_kstr(&w, "s", "a\"b\\c\n\x01");
+    jw_key(&w, "arr");
+    jw_arr_open(&w);
+    jw_u64(&w, 1);
+    jw_i64(&w, -2);
+    jw_null(&w);
+    jw_obj_open(&w);
+    jw_obj_close(&w);
+    jw_arr_close(&w);
+    jw_key(&w, "b");
+    jw_b64(&w, (const uint8_t *)"hello", 5);
+    jw_obj_close(&w);
+    sbuf_putc(&b, 0);
+    CHECK(strcmp((char *)b.data,
+                 "{\"ok\":true,\"s\":\"a\\\"b\\\\c\\n\\u0001\",\"arr\":[1,-2,null,{}],\"b\":\"aGVsbG8=\"}") == 0);
+    sbuf_free(&b);
+}
+
+TEST(utf8_validation)
+{
+    CHECK(utf8_valid((const uint8_t *)"hello", 5));
+    CHECK(utf8_valid((const uint8_t *)"\xc3\xa9", 2));
+    CHECK(utf8_valid((const uint8_t *)"\xf0\x9f\x98\x80", 4));
+    CHECK(!utf8_valid((const uint8_t *)"\xc3", 1));
+    CHECK(!utf8_valid((const uint8_t *)"\xc0\x80", 2));       /* overlong */
+    CHECK(!utf8_valid((const uint8_t *)"\xed\xa0\x80", 3));   /* surrogate */
+    CHECK(!utf8_valid((const uint8_t *)"\xff", 1));
+}
+
+TEST(murmur2_matches_kafka)
+{
+    /* Values from Kafka's UtilsTest.testMurmur2 / DefaultPartitioner behaviour. */
+    CHECK(murmur2((const uint8_t *)"21", 2) == -973932308);
+    CHECK(murmur2((const uint8_t *)"foobar", 6) == -790332482);
+    CHECK(murmur2((const uint8_t *)"a-little-bit-long-string", 24) == -985981536);
+    CHECK(murmur2((const uint8_t *)"a-little-bit-longer-string", 26) == -1486304829);
+    CHECK(murmur2((const uint8_t *)"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", 48) == -58897971);
+    CHECK(murmur2((const uint8_t *)"abc", 3) == 479470107);
+}
+
+TEST(arena_cap_and_reset)
+{
+    struct arena a;
+    arena_init(&a, 100000);
+    void *p = arena_alloc(&a, 50000);
+    CHECK(p != NULL);
+    CHECK(arena_alloc(&a, 60000) == NULL);
+    CHECK(arena_alloc(&a, 100) != NULL);
+    arena_reset(&a);
+    CHECK(a.used_bytes == 0);
+    CHECK(arena_alloc(&a, 90000) != NULL);
+    arena_free(&a);
+}
+
+TEST(err_table)
+{
+    CHECK(ERR_INVALID == -1);
+    CHECK(err_http_status(ERR_CAS_MISMATCH) == 409);
+    CHECK(strcmp(err_code_str(ERR_UNAUTHORIZED), "unauthorized") == 0);
+    CHECK(err_http_status(12345) == 500);
+    CHECK(err_http_status(ERR_NOSPACE) == 507);
+}
