@@ -1,1 +1,229 @@
-int main(void) { return 0; }
+/* main.c -- flags and environment, wiring, run loop. No logic lives here.
+ *
+ *   ayder [--port 1109] [--bind 0.0.0.0] [--workers N] [--data-dir ./ayder-data] [...]
+ *   ayder bench ...            the load generator (src/bench)
+ *   ayder logdump PATH         print a journal (.seg) or partition log (.log) segment
+ *   ayder logcheck DIR [--repair]   verify a data directory
+ */
+#include "api/api.h"
+#include "api/auth.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "bench/bench.h"
+#include "core/core.h"
+#include "http/server.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ayder [options]            run a node\n"
+            "       ayder bench [options]      load generator (ayder bench --help)\n"
+            "       ayder logdump PATH         print a journal or partition log segment\n"
+            "       ayder logcheck DIR [--repair]  verify every CRC of a data directory\n"
+            "\n"
+            "options (environment variable in brackets):\n"
+            "  --port N                 HTTP port (1109)\n"
+            "  --bind ADDR              listen address (0.0.0.0)\n"
+            "  --workers N              HTTP worker threads (number of CPUs)\n"
+            "  --data-dir DIR           data directory [RF_DATA_DIR] (./ayder-data)\n"
+            "  --log-level L            debug|info|warn|error|off (info)\n"
+            "  --max-body-bytes N       request body limit (67108864)\n"
+            "  --max-header-bytes N     request head limit (65536)\n"
+            "  --max-request-line N     request line limit (8192)\n"
+            "  --max-connections N      open connections (10000)\n"
+            "  --header-timeout-ms N    time to receive a request head (10000)\n"
+            "  --body-timeout-ms N      time to receive a request body (60000)\n"
+            "  --idle-timeout-ms N      idle keep-alive connection lifetime (60000)\n"
+            "  --checkpoint-interval-ms N  checkpoint period (30000)\n"
+            "  --segment-bytes N        journal and partition segment size (67108864)\n"
+            "environment:\n"
+            "  RF_BEARER_TOKENS         tokens, 'tok[@scope+scope],...' (dev)\n"
+            "  RF_AUTO_CREATE_TOPICS    1|0: produce creates unknown topics (1)\n"
+            "  RF_DEFAULT_PARTITIONS    partitions of auto-created topics (8)\n"
+            "  RF_RATE_LIMIT_RPS        per-token requests/s, 0 = off (0)\n"
+            "  RF_RATE_LIMIT_BURST      per-token burst (= rps)\n");
+}
+
+static int parse_u64(const char *flag, const char *v, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v ? v : "", &end, 10);
+    if (!v || !*v || *end || errno || x < min || x > max) {
+        fprintf(stderr, "ayder: %s needs an integer in %llu..%llu\n", flag,
+                (unsigned long long)min, (unsigned long long)max);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "bench") == 0)
+        return bench_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "logdump") == 0) {
+        if (argc != 3) {
+            usage(stderr);
+            return 2;
+        }
+        return core_logdump(argv[2]) == 0 ? 0 : 1;
+    }
+    if (argc > 1 && strcmp(argv[1], "logcheck") == 0) {
+        if (argc < 3 || argc > 4 || (argc == 4 && strcmp(argv[3], "--repair") != 0)) {
+            usage(stderr);
+            return 2;
+        }
+        return core_logcheck(argv[2], argc == 4) == 0 ? 0 : 1;
+    }
+
+    struct http_server_config hc;
+    http_server_config_default(&hc);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    hc.workers = ncpu > 0 ? (int)ncpu : 1;
+    struct core_config cc;
+    core_config_default(&cc);
+    const char *env = getenv("RF_DATA_DIR");
+    if (env && *env)
+        cc.data_dir = env;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        uint64_t n;
+#define NUM(flag, min, max, dst)                                                                   \
+    if (strcmp(a, flag) == 0) {                                                                    \
+        if (parse_u64(flag, v, min, max, &n))                                                      \
+            return 2;                                                                              \
+        dst = n;                                                                                   \
+        i++;                                                                                       \
+        continue;                                                                                  \
+    }
+        NUM("--port", 0, 65535, hc.port)
+        NUM("--workers", 1, 256, hc.workers)
+        NUM("--max-body-bytes", 1024, 1ull << 32, hc.body_max_bytes)
+        NUM("--max-header-bytes", 1024, 1u << 24, hc.limits.head_max)
+        NUM("--max-request-line", 64, 1u << 20, hc.limits.request_line_max)
+        NUM("--max-connections", 1, 1000000, hc.max_connections)
+        NUM("--header-timeout-ms", 100, 3600000, hc.header_timeout_ms)
+        NUM("--body-timeout-ms", 100, 3600000, hc.body_timeout_ms)
+        NUM("--idle-timeout-ms", 100, 86400000, hc.idle_timeout_ms)
+        NUM("--checkpoint-interval-ms", 0, 86400000, cc.checkpoint_interval_ms)
+        if (strcmp(a, "--segment-bytes") == 0) {
+            if (parse_u64(a, v, 1 << 16, 1ull << 30, &n))
+                return 2;
+            cc.journal.segment_bytes = n;
+            cc.broker.plog.segment_bytes = n;
+            i++;
+            continue;
+        }
+#undef NUM
+        if (strcmp(a, "--bind") == 0 && v) {
+            hc.bind_addr = v;
+            i++;
+        } else if (strcmp(a, "--data-dir") == 0 && v) {
+            cc.data_dir = v;
+            i++;
+        } else if (strcmp(a, "--log-level") == 0 && v) {
+            if (log_level_parse(v, &log_level_min)) {
+                fprintf(stderr, "ayder: --log-level must be debug|info|warn|error|off\n");
+                return 2;
+            }
+            i++;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "ayder: unknown or incomplete option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    env = getenv("RF_HA_ENABLED");
+    if (env && strcmp(env, "1") == 0) {
+        LOG_E("main", "RF_HA_ENABLED=1: clustering (Raft replication) is not in this build yet; "
+                      "refusing to start rather than run unreplicated");
+        return 2;
+    }
+    env = getenv("RF_AUTO_CREATE_TOPICS");
+    if (env && *env)
+        cc.auto_create_topics = strcmp(env, "0") != 0;
+    env = getenv("RF_DEFAULT_PARTITIONS");
+    if (env && *env) {
+        uint64_t n;
+        if (parse_u64("RF_DEFAULT_PARTITIONS", env, 1, BROKER_PARTITIONS_MAX, &n))
+            return 2;
+        cc.default_partitions = (uint32_t)n;
+    }
+    const char *tokens = getenv("RF_BEARER_TOKENS");
+    if (!tokens) {
+        tokens = "dev";
+        LOG_W("main", "RF_BEARER_TOKENS is not set: accepting the development token 'dev'");
+    }
+    struct auth *auth;
+    if (auth_new(tokens, &auth)) {
+        LOG_E("main", "RF_BEARER_TOKENS is malformed (tokens are at most 256 bytes)");
+        return 2;
+    }
+    env = getenv("RF_RATE_LIMIT_RPS");
+    if (env && *env) {
+        double rps = atof(env), burst = rps;
+        const char *b = getenv("RF_RATE_LIMIT_BURST");
+        if (b && *b)
+            burst = atof(b);
+        auth_set_rate_limit(auth, rps, burst);
+    }
+
+    /* Signals are handled by sigwait in this thread; every other thread blocks them. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct core *core;
+    int rc = core_open(&cc, &core);
+    if (rc) {
+        LOG_E("main", "cannot open data directory %s: %s", cc.data_dir, err_message(rc));
+        auth_free(auth);
+        return 1;
+    }
+    struct api_config ac = {.core = core, .auth = auth, .default_partitions = cc.default_partitions};
+    struct api *api;
+    if ((rc = api_new(&ac, &api)) || (rc = core_start(core))) {
+        LOG_E("main", "start-up failed: %s", err_message(rc));
+        return 1;
+    }
+    hc.handler = api_handle;
+    hc.handler_ctx = api;
+    struct http_server *srv;
+    rc = http_server_start(&hc, &srv);
+    if (rc) {
+        LOG_E("main", "cannot listen on %s:%d: %s", hc.bind_addr, hc.port, err_message(rc));
+        core_stop(core);
+        core_close(core);
+        return 1;
+    }
+    api_set_server(api, srv);
+    LOG_I("main", "ayder listening on %s:%d (%d workers, data in %s)", hc.bind_addr,
+          http_server_port(srv), hc.workers, cc.data_dir);
+    int sig = 0;
+    sigwait(&set, &sig);
+    LOG_I("main", "signal %d: shutting down", sig);
+    /* The core first: it finishes in-flight writes and answers them through the still-running
+     * workers; then the workers stop. */
+    core_stop(core);
+    http_server_stop(srv);
+    api_free(api);
+    core_close(core);
+    auth_free(auth);
+    LOG_I("main", "stopped cleanly");
+    return 0;
+}

@@ -1,0 +1,31 @@
+/* api.h -- the HTTP API: routes, auth, request validation, and the glue between HTTP workers
+ * and the core (proposals) and state machines (reads). Every endpoint is documented in
+ * docs/HTTP_API.md; every failure answers the seed's error shape via the table in base/err.h.
+ */
+#ifndef AYDER_API_API_H
+#define AYDER_API_API_H
+
+#include "api/auth.h"
+#include "core/core.h"
+#include "http/server.h"
+
+struct api;
+
+struct api_config {
+    struct core *core;
+    struct auth *auth;
+    uint32_t default_partitions;
+    uint64_t consume_response_max_bytes; /* default 16 MiB */
+    uint64_t long_poll_max_ms;           /* default 30000 */
+    uint32_t ndjson_lines_max;           /* default 100000 */
+    uint64_t value_max_bytes;            /* single produce body, default 16 MiB */
+};
+
+int api_new(const struct api_config *cfg, struct api **out);
+void api_free(struct api *a);
+/* The http_server handler (ctx = struct api *). */
+void api_handle(void *ctx, struct http_req *req);
+/* Give the API the server for connection metrics (after http_server_start). */
+void api_set_server(struct api *a, struct http_server *s);
+
+#endif

@@ -1,0 +1,143 @@
+/* broker.h -- the broker state machine: topics, partitions, consumer offsets, idempotency
+ * table and retention policies, materialized from journal entries.
+ *
+ * Owns: every topic's partition logs under DATA/topics/<name>-<id>/<partition>/ (id = journal
+ * index of the entry that created the topic, so a re-created name never meets old files), the
+ * committed offsets, the idempotency table and the retention policies.
+ *
+ * Threads:
+ *  - broker_apply*, broker_round_end, snapshot and idempotency functions: the core thread only.
+ *  - Readers (broker_read, list/describe, committed offsets, waits): any thread. They take the
+ *    metadata rwlock shared; the core takes it exclusive only to create or delete a topic.
+ *    Offsets have their own mutex. Partition data is read lock-free up to the published high
+ *    watermark (plog.h).
+ *
+ * Determinism: apply uses only the entry (its timestamp, its fields) and the current state, so
+ * every node and every replay reaches the same state.
+ */
+#ifndef AYDER_BROKER_BROKER_H
+#define AYDER_BROKER_BROKER_H
+
+#include "base/buf.h"
+#include "broker/plog.h"
+#include "io/io.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define BROKER_PARTITIONS_MAX 1024
+#define BROKER_TOPIC_NAME_MAX 249
+#define BROKER_GROUP_NAME_MAX 255
+#define BROKER_IDEM_KEYS_MAX 1000000
+#define BROKER_IDEM_WINDOW_MS (3600 * 1000)
+
+struct broker;
+
+struct broker_opts {
+    struct plog_opts plog;
+    uint32_t idem_keys_max;   /* 0 = BROKER_IDEM_KEYS_MAX */
+    int64_t idem_window_ms;   /* 0 = BROKER_IDEM_WINDOW_MS */
+};
+
+/* The outcome of applying one entry, handed back to whoever proposed it. */
+struct apply_result {
+    int err;                  /* 0 or ERR_* decided by apply */
+    uint32_t partition;
+    uint64_t offset;          /* produce: first offset */
+    uint32_t count;
+    int64_t timestamp_ms;
+    bool duplicate;
+    bool created;             /* topic create: false if it existed with the same count */
+    uint32_t partitions;
+    uint64_t deleted_count, freed_bytes;
+    bool ignored;             /* commit: backward commit ignored */
+    uint64_t committed;       /* commit: the committed offset after apply */
+    /* KV */
+    uint64_t cas, current;
+    bool deleted;
+};
+
+/* Bounded names: [A-Za-z0-9._-]{1,max}, not "." or "..". */
+bool broker_valid_name(struct slice s, size_t max);
+
+int broker_open(struct io_fs *fs, const char *data_dir, const struct broker_opts *o,
+                struct broker **out);
+void broker_close(struct broker *b);
+
+/* --- apply (core thread) -------------------------------------------------------------------- */
+/* Apply a broker entry (types of core/entry.h except KV). Records of PRODUCE entries are staged
+ * per partition and written by broker_round_end (one batch per partition per round); the payload
+ * must stay valid until then. Returns 0, or a fatal error (I/O on a partition log) that must stop
+ * the node; entry-level rejections go into res->err. */
+int broker_apply(struct broker *b, uint64_t index, uint8_t type, struct slice payload,
+                 struct apply_result *res);
+/* Write staged records, publish high watermarks, wake long-poll waiters. */
+int broker_round_end(struct broker *b);
+
+/* --- sequencer support (core thread) --------------------------------------------------------- */
+struct idem_rec {
+    uint32_t partition;
+    uint64_t offset;
+    uint32_t count;
+    uint64_t index;           /* journal index of the original entry */
+    int64_t ts_ms;
+};
+bool broker_idem_get(struct broker *b, struct slice topic, struct slice key, struct idem_rec *out);
+int broker_idem_put(struct broker *b, struct slice topic, struct slice key, const struct idem_rec *r);
+/* Snapshot of current topics for the sequencer: fn(name, partitions, end offsets array). */
+typedef void (*broker_topic_fn)(void *ctx, struct slice name, uint32_t partitions,
+                                const uint64_t *end_offsets);
+void broker_each_topic(struct broker *b, broker_topic_fn fn, void *ctx);
+
+/* Retention: for each partition with an effective policy, the floor it should have at now_ms
+ * (0 = nothing to do). fn(topic, partition, floor). */
+typedef void (*broker_floor_fn)(void *ctx, struct slice topic, uint32_t partition, uint64_t floor);
+void broker_retention_scan(struct broker *b, int64_t now_ms, broker_floor_fn fn, void *ctx);
+
+/* --- checkpoints (core thread) ---------------------------------------------------------------- */
+/* fsync every partition log (before a snapshot that records their lengths). */
+int broker_sync(struct broker *b);
+/* Serialize the state as of applied_index (idempotency records with index <= it). */
+int broker_snapshot_write(struct broker *b, uint64_t applied_index, struct sbuf *out);
+/* Restore into a freshly opened, empty broker: opens every partition log and truncates it to
+ * the length the snapshot recorded (ERR_CORRUPT if a log is shorter than recorded). */
+int broker_snapshot_read(struct broker *b, struct slice in);
+
+/* --- readers (any thread) --------------------------------------------------------------------- */
+int broker_read(struct broker *b, struct slice topic, uint32_t partition, uint64_t from,
+                size_t max_records, size_t max_bytes, plog_visit_fn fn, void *ctx,
+                struct plog_read_result *res, uint64_t *high_watermark, uint64_t *start_offset);
+int broker_partitions(struct broker *b, struct slice topic, uint32_t *partitions);
+typedef void (*broker_list_fn)(void *ctx, struct slice name, uint32_t partitions);
+void broker_list(struct broker *b, broker_list_fn fn, void *ctx);
+typedef void (*broker_part_fn)(void *ctx, uint32_t partition, const struct plog_stats *st);
+int broker_describe(struct broker *b, struct slice topic, broker_part_fn fn, void *ctx);
+/* Committed offset of (topic, group, partition): 0 and *off, or ERR_NOT_FOUND. */
+int broker_committed(struct broker *b, struct slice topic, struct slice group, uint32_t partition,
+                     uint64_t *off);
+/* Every committed offset of a group (topic filter optional: empty slice = all). */
+typedef void (*broker_group_fn)(void *ctx, struct slice topic, uint32_t partition,
+                                uint64_t committed, uint64_t latest);
+void broker_group(struct broker *b, struct slice group, struct slice topic, broker_group_fn fn,
+                  void *ctx);
+
+/* Long-poll: park w on the partition until its high watermark passes `offset`. Returns 0 when
+ * parked (w->wake(w) will be called once, from the core thread, unless broker_unwait removes it
+ * first), ERR_AGAIN if data is already there, or ERR_NO_TOPIC/ERR_BAD_PARTITION. */
+struct broker_waiter {
+    void (*wake)(struct broker_waiter *w);
+    struct broker_waiter *prev, *next;
+    void *owner;              /* the partition while parked, NULL otherwise */
+    uint64_t offset;
+};
+int broker_wait(struct broker *b, struct slice topic, uint32_t partition, uint64_t offset,
+                struct broker_waiter *w);
+/* Remove a parked waiter; returns true if it was still parked (so wake will not be called). */
+bool broker_unwait(struct broker *b, struct broker_waiter *w);
+
+struct broker_stats {
+    uint64_t topics, partitions, bytes, records, offsets, idem_keys, waiters;
+};
+void broker_stats(struct broker *b, struct broker_stats *st);
+
+#endif

@@ -1,0 +1,363 @@
+/* recbatch.c -- Kafka RecordBatch v2 encoder and validating decoder (layout in recbatch.h and
+ * docs/DISK_FORMAT.md "Partition logs").
+ *
+ * The encoder computes the exact size first, reserves it once, writes every field through a
+ * cursor and patches the CRC last. The decoder treats its input as hostile: it checks the fixed
+ * header, the exact length, the CRC, and then walks every record with a bounds-checked reader
+ * before anyone may iterate, so a batch is either served whole or not at all.
+ *
+ * Invariants:
+ *  1. An encoded batch has batchLength == size - 12, CRC-32C over bytes 21..end, magic 2,
+ *     attributes 0, lastOffsetDelta == count - 1, offsetDelta of record i == i.
+ *  2. recbatch_decode accepts a batch only if every record parses, offset deltas strictly
+ *     increase within [0, lastOffsetDelta], each record ends exactly at its length prefix, and
+ *     the records end exactly at the batch end. Hence recbatch_iter_next cannot fail afterwards
+ *     (except ERR_NOMEM when growing the header array).
+ *  3. Timestamps are stored as deltas computed with wrapping (unsigned) arithmetic, so every
+ *     int64 timestamp round-trips without signed overflow.
+ */
+#include "broker/recbatch.h"
+
+#include "base/alloc.h"
+#include "base/assert.h"
+#include "base/crc32c.h"
+#include "base/err.h"
+
+#include <limits.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------------------------------------
+ * Encoding
+ * ------------------------------------------------------------------------------------------- */
+
+static uint64_t zigzag(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
+
+static size_t uvarint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static size_t varint_size(int64_t v) { return uvarint_size(zigzag(v)); }
+
+static uint8_t *put_varint(uint8_t *w, int64_t v)
+{
+    uint64_t u = zigzag(v);
+    while (u >= 0x80) {
+        *w++ = (uint8_t)(u | 0x80);
+        u >>= 7;
+    }
+    *w++ = (uint8_t)u;
+    return w;
+}
+
+static int64_t ts_delta(int64_t ts, int64_t base) { return (int64_t)((uint64_t)ts - (uint64_t)base); }
+
+/* Size of one record's body (after its length prefix); 0 with *bad set if a length is too big. */
+static uint64_t record_body_size(const struct plog_record *r, int64_t base_ts, size_t i, bool *bad)
+{
+    uint64_t s = 1; /* attributes */
+    s += varint_size(ts_delta(r->timestamp_ms, base_ts));
+    s += varint_size((int64_t)i);
+    if (r->has_key) {
+        if (r->key.len > INT32_MAX)
+            *bad = true;
+        s += varint_size((int64_t)r->key.len) + r->key.len;
+    } else {
+        s += varint_size(-1);
+    }
+    if (r->value.len > INT32_MAX || r->header_count > INT32_MAX)
+        *bad = true;
+    s += varint_size((int64_t)r->value.len) + r->value.len;
+    s += varint_size((int64_t)r->header_count);
+    for (size_t h = 0; h < r->header_count && !*bad; h++) {
+        const struct plog_header *hd = &r->headers[h];
+        if (hd->key.len > INT32_MAX || hd->value.len > INT32_MAX)
+            *bad = true;
+        s += varint_size((int64_t)hd->key.len) + hd->key.len;
+        s += varint_size((int64_t)hd->value.len) + hd->value.len;
+        if (s > RECBATCH_MAX_BYTES)
+            *bad = true; /* stop summing absurd inputs early; reported as too large below */
+    }
+    return s;
+}
+
+/* Total batch size, or an error. */
+static int batch_size(const struct plog_record *recs, size_t n, uint64_t *out)
+{
+    if (n == 0 || n > INT32_MAX)
+        return ERR_INVALID;
+    uint64_t total = RECBATCH_HEADER_BYTES;
+    for (size_t i = 0; i < n; i++) {
+        bool bad = false;
+        uint64_t body = record_body_size(&recs[i], recs[0].timestamp_ms, i, &bad);
+        if (bad)
+            return body > RECBATCH_MAX_BYTES ? ERR_TOO_LARGE : ERR_INVALID;
+        total += uvarint_size(zigzag((int64_t)body)) + body;
+        if (total > RECBATCH_MAX_BYTES)
+            return ERR_TOO_LARGE;
+    }
+    *out = total;
+    return 0;
+}
+
+size_t recbatch_encoded_size(const struct plog_record *recs, size_t n)
+{
+    uint64_t total = 0;
+    return batch_size(recs, n, &total) == 0 ? (size_t)total : 0;
+}
+
+uint32_t recbatch_crc(const uint8_t *batch, size_t batch_bytes)
+{
+    ASSERT(batch_bytes >= RECBATCH_HEADER_BYTES);
+    return crc32c(0, batch + RECBATCH_CRC_START, batch_bytes - RECBATCH_CRC_START);
+}
+
+int recbatch_encode(struct sbuf *out, int64_t base_offset, const struct plog_record *recs,
+                    size_t n, struct recbatch_info *info)
+{
+    uint64_t total = 0;
+    int rc = batch_size(recs, n, &total);
+    if (rc)
+        return rc;
+    uint8_t *start = sbuf_reserve(out, (size_t)total);
+    if (!start)
+        return ERR_NOMEM;
+
+    int64_t base_ts = recs[0].timestamp_ms, max_ts = base_ts;
+    for (size_t i = 1; i < n; i++)
+        if (recs[i].timestamp_ms > max_ts)
+            max_ts = recs[i].timestamp_ms;
+
+    struct recbatch_info h = {
+        .base_offset = base_offset,
+        .batch_bytes = (uint32_t)total,
+        .partition_leader_epoch = 0,
+        .attributes = 0,
+        .last_offset_delta = (int32_t)(n - 1),
+        .base_timestamp = base_ts,
+        .max_timestamp = max_ts,
+        .producer_id = -1,
+        .producer_epoch = -1,
+        .base_sequence = -1,
+        .record_count = (int32_t)n,
+    };
+    uint8_t *w = start;
+    put_be64(w, (uint64_t)h.base_offset);
+    put_be32(w + 8, (uint32_t)(total - RECBATCH_LOG_OVERHEAD));
+    put_be32(w + 12, (uint32_t)h.partition_leader_epoch);
+    w[16] = RECBATCH_MAGIC;
+    put_be32(w + 17, 0); /* crc, patched below */
+    put_be16(w + 21, (uint16_t)h.attributes);
+    put_be32(w + 23, (uint32_t)h.last_offset_delta);
+    put_be64(w + 27, (uint64_t)h.base_timestamp);
+    put_be64(w + 35, (uint64_t)h.max_timestamp);
+    put_be64(w + 43, (uint64_t)h.producer_id);
+    put_be16(w + 51, (uint16_t)h.producer_epoch);
+    put_be32(w + 53, (uint32_t)h.base_sequence);
+    put_be32(w + 57, (uint32_t)h.record_count);
+    w += RECBATCH_HEADER_BYTES;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct plog_record *r = &recs[i];
+        bool bad = false;
+        uint64_t body = record_body_size(r, base_ts, i, &bad);
+        w = put_varint(w, (int64_t)body);
+        uint8_t *body_start = w;
+        *w++ = 0; /* record attributes: unused */
+        w = put_varint(w, ts_delta(r->timestamp_ms, base_ts));
+        w = put_varint(w, (int64_t)i);
+        if (r->has_key) {
+            w = put_varint(w, (int64_t)r->key.len);
+            if (r->key.len)
+                memcpy(w, r->key.ptr, r->key.len);
+            w += r->key.len;
+        } else {
+            w = put_varint(w, -1);
+        }
+        w = put_varint(w, (int64_t)r->value.len);
+        if (r->value.len)
+            memcpy(w, r->value.ptr, r->value.len);
+        w += r->value.len;
+        w = put_varint(w, (int64_t)r->header_count);
+        for (size_t k = 0; k < r->header_count; k++) {
+            const struct plog_header *hd = &r->headers[k];
+            w = put_varint(w, (int64_t)hd->key.len);
+            if (hd->key.len)
+                memcpy(w, hd->key.ptr, hd->key.len);
+            w += hd->key.len;
+            w = put_varint(w, (int64_t)hd->value.len);
+            if (hd->value.len)
+                memcpy(w, hd->value.ptr, hd->value.len);
+            w += hd->value.len;
+        }
+        ASSERT((uint64_t)(w - body_start) == body);
+    }
+    ASSERT((uint64_t)(w - start) == total);
+
+    h.crc = recbatch_crc(start, (size_t)total);
+    put_be32(start + 17, h.crc);
+    out->len += (size_t)total;
+    if (info)
+        *info = h;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Decoding
+ * ------------------------------------------------------------------------------------------- */
+
+int recbatch_peek(const uint8_t *p, size_t n, struct recbatch_info *h)
+{
+    if (n < RECBATCH_HEADER_BYTES)
+        return ERR_EOF;
+    memset(h, 0, sizeof *h);
+    h->base_offset = (int64_t)get_be64(p);
+    uint32_t len = get_be32(p + 8);
+    h->partition_leader_epoch = (int32_t)get_be32(p + 12);
+    uint8_t magic = p[16];
+    h->crc = get_be32(p + 17);
+    h->attributes = (int16_t)get_be16(p + 21);
+    h->last_offset_delta = (int32_t)get_be32(p + 23);
+    h->base_timestamp = (int64_t)get_be64(p + 27);
+    h->max_timestamp = (int64_t)get_be64(p + 35);
+    h->producer_id = (int64_t)get_be64(p + 43);
+    h->producer_epoch = (int16_t)get_be16(p + 51);
+    h->base_sequence = (int32_t)get_be32(p + 53);
+    h->record_count = (int32_t)get_be32(p + 57);
+
+    if (magic != RECBATCH_MAGIC)
+        return ERR_CORRUPT;
+    if (len < RECBATCH_HEADER_BYTES - RECBATCH_LOG_OVERHEAD ||
+        len > RECBATCH_MAX_BYTES - RECBATCH_LOG_OVERHEAD)
+        return ERR_CORRUPT;
+    h->batch_bytes = len + RECBATCH_LOG_OVERHEAD;
+    if (h->base_offset < 0 || h->record_count < 0 || h->last_offset_delta < 0)
+        return ERR_CORRUPT;
+    if (h->attributes & RECBATCH_ATTR_COMPRESSION_MASK)
+        return ERR_CORRUPT; /* we never write compressed batches */
+    if ((uint64_t)h->record_count * RECBATCH_MIN_RECORD_BYTES >
+        h->batch_bytes - RECBATCH_HEADER_BYTES)
+        return ERR_CORRUPT;
+    if (h->record_count > 0 && h->last_offset_delta < h->record_count - 1)
+        return ERR_CORRUPT;
+    if ((uint64_t)h->base_offset + (uint64_t)h->last_offset_delta > (uint64_t)INT64_MAX)
+        return ERR_CORRUPT;
+    return 0;
+}
+
+void recbatch_iter_init(struct recbatch_iter *it, struct slice batch, const struct recbatch_info *h)
+{
+    ASSERT(batch.len >= h->batch_bytes);
+    it->h = *h;
+    it->r = reader_of(slice_of(batch.ptr + RECBATCH_HEADER_BYTES,
+                               h->batch_bytes - RECBATCH_HEADER_BYTES));
+    it->left = h->record_count;
+    it->prev_delta = -1;
+    it->hdrs = it->inline_hdrs;
+    it->hdr_cap = sizeof it->inline_hdrs / sizeof it->inline_hdrs[0];
+}
+
+void recbatch_iter_finish(struct recbatch_iter *it)
+{
+    if (it->hdrs != it->inline_hdrs)
+        xfree(it->hdrs);
+    it->hdrs = it->inline_hdrs;
+    it->hdr_cap = sizeof it->inline_hdrs / sizeof it->inline_hdrs[0];
+}
+
+/* A Kafka int32 varint (zigzag) in [lo, INT32_MAX]. */
+static bool rd_i32(struct reader *r, int64_t lo, int64_t *v)
+{
+    if (!rd_varint(r, v) || *v < lo || *v > INT32_MAX) {
+        r->bad = true;
+        return false;
+    }
+    return true;
+}
+
+/* Nullable bytes: length -1 = null (an empty slice, *present = false). */
+static bool rd_nbytes(struct reader *r, bool nullable, struct slice *out, bool *present)
+{
+    int64_t n;
+    if (!rd_i32(r, nullable ? -1 : 0, &n))
+        return false;
+    if (present)
+        *present = n >= 0;
+    if (n < 0) {
+        *out = (struct slice){NULL, 0};
+        return true;
+    }
+    return rd_bytes(r, (size_t)n, out);
+}
+
+int recbatch_iter_next(struct recbatch_iter *it, struct plog_record *rec)
+{
+    if (it->left == 0)
+        return rd_left(&it->r) == 0 ? 0 : ERR_CORRUPT;
+    int64_t len;
+    if (!rd_i32(&it->r, 0, &len) || (uint64_t)len > rd_left(&it->r))
+        return ERR_CORRUPT;
+    struct reader r = {it->r.p, it->r.p + len, false};
+    it->r.p += len;
+
+    uint8_t attr;
+    int64_t tsd, od, hcount;
+    memset(rec, 0, sizeof *rec);
+    rd_u8(&r, &attr);
+    rd_varint(&r, &tsd);
+    if (!rd_i32(&r, 0, &od) || od <= it->prev_delta || od > it->h.last_offset_delta)
+        return ERR_CORRUPT;
+    if (!rd_nbytes(&r, true, &rec->key, &rec->has_key))
+        return ERR_CORRUPT;
+    if (!rd_nbytes(&r, true, &rec->value, NULL))
+        return ERR_CORRUPT;
+    /* Each header takes at least two bytes: bound the count before allocating. */
+    if (!rd_i32(&r, 0, &hcount) || (uint64_t)hcount > rd_left(&r) / 2)
+        return ERR_CORRUPT;
+    if ((size_t)hcount > it->hdr_cap) {
+        struct plog_header *nh = xmalloc((size_t)hcount * sizeof *nh);
+        if (!nh)
+            return ERR_NOMEM;
+        recbatch_iter_finish(it);
+        it->hdrs = nh;
+        it->hdr_cap = (size_t)hcount;
+    }
+    for (int64_t k = 0; k < hcount; k++) {
+        if (!rd_nbytes(&r, false, &it->hdrs[k].key, NULL) ||
+            !rd_nbytes(&r, true, &it->hdrs[k].value, NULL))
+            return ERR_CORRUPT;
+    }
+    if (r.bad || rd_left(&r) != 0)
+        return ERR_CORRUPT;
+
+    rec->timestamp_ms = (int64_t)((uint64_t)it->h.base_timestamp + (uint64_t)tsd);
+    rec->offset = (uint64_t)it->h.base_offset + (uint64_t)od;
+    rec->headers = hcount ? it->hdrs : NULL;
+    rec->header_count = (size_t)hcount;
+    it->prev_delta = od;
+    it->left--;
+    return 1;
+}
+
+int recbatch_decode(struct slice in, struct recbatch_info *h)
+{
+    int rc = recbatch_peek(in.ptr, in.len, h);
+    if (rc)
+        return rc;
+    if (in.len < h->batch_bytes)
+        return ERR_EOF;
+    if (recbatch_crc(in.ptr, h->batch_bytes) != h->crc)
+        return ERR_CORRUPT;
+    struct recbatch_iter it;
+    recbatch_iter_init(&it, in, h);
+    struct plog_record rec;
+    while ((rc = recbatch_iter_next(&it, &rec)) == 1) {
+    }
+    recbatch_iter_finish(&it);
+    return rc;
+}

@@ -1,0 +1,106 @@
+/* core.h -- the node's core: the sequencer, the journal's group commit, apply, checkpoints and
+ * recovery. One "core" thread owns the journal, the broker and KV state machines for writing;
+ * one "sync" thread runs the fsyncs so the next group is written while the previous one syncs.
+ *
+ * A write is a struct proposal. HTTP workers fill one in and call core_propose() (any thread);
+ * the core thread then
+ *   1. sequences it: validates against the sequencer view (topics, partition counts, log-end
+ *      offsets including entries not yet applied), picks the partition, assigns offsets, decides
+ *      idempotent duplicates, and writes those decisions into the entry;
+ *   2. appends it to the journal (group commit: all proposals that arrived together share one
+ *      write and one fdatasync);
+ *   3. once the entry is durable (its index <= the journal's durable index), applies it to the
+ *      state machines and publishes the result;
+ *   4. calls p->done(p) on the core thread: for produces with phase PROPOSAL_APPENDED right after
+ *      step 2 (p->res holds the sequencer's partition/offset/count; the proposer must copy what
+ *      it needs before returning, as the core writes p->res again at apply), and always with
+ *      PROPOSAL_DONE at the end
+ *      (after apply, or with p->err set if it was rejected or the store failed). After
+ *      PROPOSAL_DONE the core never touches p again.
+ *
+ * A single node is the one-voter case of the replicated design: "durable" = fsynced locally,
+ * which is the commit rule of a one-node Raft group.
+ */
+#ifndef AYDER_CORE_CORE_H
+#define AYDER_CORE_CORE_H
+
+#include "base/buf.h"
+#include "broker/broker.h"
+#include "io/io.h"
+#include "journal/journal.h"
+#include "kv/kv.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct core;
+
+struct core_config {
+    struct io_fs *fs;
+    const char *data_dir;
+    struct journal_opts journal;
+    struct broker_opts broker;
+    struct kv_limits kv;
+    uint32_t default_partitions;    /* auto-created topics */
+    bool auto_create_topics;
+    uint64_t checkpoint_interval_ms; /* 0 = only by size and at shutdown */
+    uint64_t checkpoint_journal_bytes;
+    uint32_t max_inflight;           /* proposals not yet done; beyond -> ERR_OVERLOADED */
+    uint64_t max_inflight_bytes;
+};
+
+void core_config_default(struct core_config *c);
+
+enum proposal_phase { PROPOSAL_APPENDED = 1, PROPOSAL_DONE = 2 };
+
+struct proposal {
+    struct proposal *next;            /* core-internal */
+    uint8_t type;                     /* enum entry_type */
+    struct sbuf payload;              /* the encoded entry (owned by the proposer) */
+    int32_t partition;                /* produce: -1 = choose (key hash or round robin) */
+    struct slice key;                 /* produce: key for the partitioner (proposer memory) */
+    bool has_key;
+    uint32_t record_count;
+    /* results */
+    enum proposal_phase phase;
+    int err;                          /* 0 or ERR_* */
+    uint64_t index;                   /* journal index (the response's batch_id) */
+    uint64_t wait_index;              /* duplicate: answered once this index is applied */
+    bool duplicate_pending;
+    struct apply_result res;          /* PROPOSAL_DONE; for APPENDED: partition/offset/count */
+    uint64_t enqueue_ns, appended_ns, durable_ns;
+    void (*done)(struct proposal *p);
+    void *ctx;
+};
+
+int core_open(const struct core_config *cfg, struct core **out);
+/* Start the core and sync threads. */
+int core_start(struct core *c);
+/* Stop accepting, finish everything in flight, write a checkpoint, join threads. */
+void core_stop(struct core *c);
+void core_close(struct core *c);
+
+/* Any thread. 0: p->done will be called (at least with PROPOSAL_DONE). Otherwise an error and
+ * done is never called: ERR_OVERLOADED, ERR_STORE_FAILED, ERR_NOSPACE, ERR_NOT_READY. */
+int core_propose(struct core *c, struct proposal *p);
+
+struct broker *core_broker(struct core *c);
+struct kv *core_kv(struct core *c);
+
+/* Health: 0 when writable, else the sticky error (ERR_STORE_FAILED) or ERR_NOSPACE; `why` gets a
+ * sentence for /health. */
+int core_health(struct core *c, char *why, size_t why_len);
+bool core_ready(struct core *c);
+
+struct core_stats {
+    uint64_t last_index, durable_index, applied_index;
+    uint64_t proposals, entries, syncs, sync_ns_total, checkpoints, last_checkpoint_index;
+    uint64_t inflight, journal_bytes, journal_segments, recovery_ms, replayed_entries;
+};
+void core_stats(struct core *c, struct core_stats *st);
+
+/* Offline tools (no threads): print a journal or partition segment; verify a data dir. */
+int core_logdump(const char *path);
+int core_logcheck(const char *data_dir, bool repair);
+
+#endif

@@ -1,0 +1,1071 @@
+/* server.c -- libuv HTTP/1.1 server: see server.h for the model.
+ *
+ * Connection state machine (per connection, on its worker thread):
+ *
+ *        +------+  head complete   +------+  body complete   +----------+
+ *   ---> | HEAD | ---------------> | BODY | ---------------> | dispatch |--+
+ *        +------+                  +------+                  +----------+  |
+ *           ^  ^   (no body)                                               |
+ *           |  +-----------------------------------------------------------+
+ *           |           next pipelined request (while in flight < pipeline_max)
+ *           +-- parse error / limit: error response queued in order, then CLOSING
+ *
+ * Invariants:
+ *  1. Responses leave a connection in request order: a request's output goes straight to the
+ *     connection's output buffer only when it is the oldest unanswered request; otherwise it is
+ *     held in the request until all earlier ones are written (flush_ready()).
+ *  2. A request is freed only when it is answered-and-flushed (or orphaned) AND its reference count
+ *     is zero; so another thread holding a reference never sees freed memory.
+ *  3. A connection is freed only after its libuv handle is closed and no request references it.
+ *  4. Reading stops while pipeline_max requests are in flight or while the connection is closing;
+ *     unparsed bytes stay in the connection's input buffer (bounded by the head/body limits).
+ *  5. Every limit is answered with its status (414/431/413/408/503) in the seed's error shape.
+ */
+#include "http/server.h"
+
+#include "base/alloc.h"
+#include "base/assert.h"
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/json.h"
+#include "base/log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define READ_CHUNK 65536
+
+struct worker;
+struct conn;
+
+struct post_item {
+    struct http_req *req;
+    http_req_fn fn;
+    void *arg;
+};
+
+struct http_req {
+    struct conn *conn;        /* NULL once orphaned */
+    struct worker *w;
+    struct http_req *next;    /* in conn FIFO, or freelist */
+    struct http_request head;
+    struct sbuf raw;          /* copy of the head bytes */
+    struct sbuf body;
+    struct sbuf resp;         /* held response (when not first in line) */
+    struct arena arena;
+    struct http_chunked chunked;
+    uint64_t body_left;       /* Content-Length bytes still to read */
+    uint64_t recv_ns, dispatch_ns;
+    void *user;
+    _Atomic int refs;         /* 1 for the server until answered+flushed/orphaned */
+    bool responded;
+    bool is_head;
+    bool close_after;
+    bool timer_init;
+    uv_timer_t timer;
+    http_req_fn timer_fn;
+    void *timer_arg;
+};
+
+enum conn_state { CONN_HEAD, CONN_BODY_CL, CONN_BODY_CHUNKED, CONN_CLOSING };
+
+struct conn {
+    uv_tcp_t tcp;
+    struct worker *w;
+    struct conn *prev, *next;   /* worker's connection list */
+    enum conn_state state;
+    struct sbuf in;             /* unparsed bytes */
+    struct sbuf out;            /* bytes to write */
+    struct sbuf inflight_out;   /* bytes being written by uv_write */
+    uv_write_t wreq;
+    bool writing;
+    bool reading;
+    bool closed;                /* uv_close called */
+    bool busy;                  /* inside conn_process: responses are queued, written at its end */
+    bool close_when_flushed;
+    struct http_req *fifo_head, *fifo_tail, *cur; /* cur = request whose body is being read */
+    uint32_t fifo_len;
+    uint64_t deadline_ns;       /* header/body/idle deadline, 0 = none */
+    bool deadline_is_idle;
+    int live_reqs;              /* requests not yet freed that point at this conn */
+};
+
+struct worker {
+    struct http_server *srv;
+    int idx;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_async_t async;
+    uv_timer_t sweep;
+    pthread_t thread;
+    int listen_fd;
+    struct conn *conns;
+    struct http_req *free_reqs;
+    int free_count;
+    pthread_mutex_t post_mu;
+    struct post_item *posts;
+    size_t posts_len, posts_cap;
+    struct post_item *posts_work;
+    size_t posts_work_cap;
+    char date[40];
+    time_t date_sec;
+    uint8_t readbuf[READ_CHUNK];
+    bool stopping;
+};
+
+struct http_server {
+    struct http_server_config cfg;
+    struct worker *workers;
+    int nworkers;
+    int port;
+    _Atomic uint64_t conns_open, conns_total, conns_rejected, bytes_in, bytes_out, requests,
+        parse_errors, timeouts;
+};
+
+static void conn_process(struct conn *c);
+static void conn_write(struct conn *c);
+static void conn_close(struct conn *c);
+static void req_release(struct http_req *r);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Status lines and dates                                                                      */
+
+const char *http_status_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 307: return "Temporary Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    case 507: return "Insufficient Storage";
+    default: return "Unknown";
+    }
+}
+
+static const char *worker_date(struct worker *w)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    if (ts.tv_sec != w->date_sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        strftime(w->date, sizeof w->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        w->date_sec = ts.tv_sec;
+    }
+    return w->date;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Requests                                                                                    */
+
+static struct http_req *req_new(struct conn *c)
+{
+    struct worker *w = c->w;
+    struct http_req *r = w->free_reqs;
+    if (r) {
+        w->free_reqs = r->next;
+        w->free_count--;
+    } else {
+        r = xcalloc(1, sizeof *r);
+        if (!r)
+            return NULL;
+        sbuf_init(&r->raw, 0);
+        sbuf_init(&r->body, 0);
+        sbuf_init(&r->resp, 0);
+        arena_init(&r->arena, w->srv->cfg.request_mem_max);
+        r->w = w;
+    }
+    r->conn = c;
+    r->next = NULL;
+    memset(&r->head, 0, sizeof r->head);
+    sbuf_reset(&r->raw);
+    sbuf_reset(&r->body);
+    sbuf_reset(&r->resp);
+    r->body.max = w->srv->cfg.body_max_bytes;
+    r->body_left = 0;
+    r->recv_ns = r->dispatch_ns = 0;
+    r->user = NULL;
+    atomic_store(&r->refs, 1);
+    r->responded = false;
+    r->is_head = false;
+    r->close_after = false;
+    r->timer_fn = NULL;
+    c->live_reqs++;
+    return r;
+}
+
+static void req_timer_cb(uv_timer_t *t)
+{
+    struct http_req *r = t->data;
+    http_req_fn fn = r->timer_fn;
+    r->timer_fn = NULL;
+    if (fn)
+        fn(r, r->timer_arg);
+}
+
+/* Return a request to the worker's pool (or free it). */
+static void req_free(struct http_req *r)
+{
+    struct worker *w = r->w;
+    if (r->timer_init)
+        uv_timer_stop(&r->timer);
+    struct conn *c = r->conn;
+    if (c) {
+        c->live_reqs--;
+        r->conn = NULL;
+        if (c->closed && c->live_reqs == 0 && !c->writing && c->tcp.data == NULL) {
+            /* handle already closed: conn memory was waiting for us (see on_conn_closed) */
+            sbuf_free(&c->in);
+            sbuf_free(&c->out);
+            sbuf_free(&c->inflight_out);
+            xfree(c);
+        }
+    }
+    arena_reset(&r->arena);
+    if (r->raw.cap > 65536) sbuf_free(&r->raw);
+    if (r->body.cap > 1 << 20) sbuf_free(&r->body);
+    if (r->resp.cap > 1 << 20) sbuf_free(&r->resp);
+    if (w->free_count < 1024) {
+        r->next = w->free_reqs;
+        w->free_reqs = r;
+        w->free_count++;
+    } else {
+        if (r->timer_init) {
+            /* timers must be closed before memory is freed; keep it pooled instead */
+            r->next = w->free_reqs;
+            w->free_reqs = r;
+            w->free_count++;
+            return;
+        }
+        sbuf_free(&r->raw);
+        sbuf_free(&r->body);
+        sbuf_free(&r->resp);
+        arena_free(&r->arena);
+        xfree(r);
+    }
+}
+
+void http_req_ref(struct http_req *r) { atomic_fetch_add(&r->refs, 1); }
+
+static void req_release(struct http_req *r)
+{
+    if (atomic_fetch_sub(&r->refs, 1) == 1)
+        req_free(r);
+}
+
+static void post_unref_cb(struct http_req *r, void *arg)
+{
+    (void)arg;
+    req_release(r);
+}
+
+void http_req_unref(struct http_req *r)
+{
+    /* The final free must happen on the worker thread (pool, timer, conn); if this might be the
+     * last reference and we are elsewhere, defer it through the post queue. */
+    int prev = atomic_fetch_sub(&r->refs, 1);
+    if (prev == 1) {
+        atomic_fetch_add(&r->refs, 1);
+        http_req_post(r, post_unref_cb, NULL);
+    }
+}
+
+const struct http_request *http_req_head(const struct http_req *r) { return &r->head; }
+struct slice http_req_body(const struct http_req *r) { return slice_of(r->body.data, r->body.len); }
+struct arena *http_req_arena(struct http_req *r) { return &r->arena; }
+int http_req_worker(const struct http_req *r) { return r->w->idx; }
+bool http_req_is_head_method(const struct http_req *r) { return r->is_head; }
+uint64_t http_req_recv_ns(const struct http_req *r) { return r->recv_ns; }
+uint64_t http_req_dispatch_ns(const struct http_req *r) { return r->dispatch_ns; }
+void http_req_set_user(struct http_req *r, void *user) { r->user = user; }
+void *http_req_user(const struct http_req *r) { return r->user; }
+bool http_req_responded(const struct http_req *r) { return r->responded; }
+bool http_req_orphaned(const struct http_req *r) { return r->conn == NULL; }
+
+void http_req_timer_start(struct http_req *r, uint64_t ms, http_req_fn fn, void *arg)
+{
+    if (!r->timer_init) {
+        uv_timer_init(&r->w->loop, &r->timer);
+        r->timer.data = r;
+        r->timer_init = true;
+    }
+    r->timer_fn = fn;
+    r->timer_arg = arg;
+    uv_timer_start(&r->timer, req_timer_cb, ms, 0);
+}
+
+void http_req_timer_stop(struct http_req *r)
+{
+    r->timer_fn = NULL;
+    if (r->timer_init)
+        uv_timer_stop(&r->timer);
+}
+
+void http_req_post(struct http_req *r, http_req_fn fn, void *arg)
+{
+    struct worker *w = r->w;
+    pthread_mutex_lock(&w->post_mu);
+    if (w->posts_len == w->posts_cap) {
+        size_t cap = w->posts_cap ? w->posts_cap * 2 : 256;
+        struct post_item *p = xrealloc(w->posts, cap * sizeof *p);
+        ASSERT(p != NULL); /* cannot report failure to a cross-thread caller; tiny allocation */
+        w->posts = p;
+        w->posts_cap = cap;
+    }
+    w->posts[w->posts_len++] = (struct post_item){r, fn, arg};
+    pthread_mutex_unlock(&w->post_mu);
+    uv_async_send(&w->async);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Responses                                                                                   */
+
+static void format_response(struct worker *w, struct sbuf *out, struct http_req *r, int status,
+                            const char *ctype, const char *extra, const void *body, size_t len)
+{
+    uint8_t *p = sbuf_reserve(out, 256 + (extra ? strlen(extra) : 0) + (r->is_head ? 0 : len));
+    if (!p)
+        return;
+    sbuf_append(out, "HTTP/1.1 ", 9);
+    sbuf_put_u64(out, (uint64_t)status);
+    sbuf_putc(out, ' ');
+    sbuf_puts(out, http_status_reason(status));
+    sbuf_append(out, "\r\nDate: ", 8);
+    sbuf_puts(out, worker_date(w));
+    if (ctype) {
+        sbuf_append(out, "\r\nContent-Type: ", 16);
+        sbuf_puts(out, ctype);
+    }
+    sbuf_append(out, "\r\nContent-Length: ", 18);
+    sbuf_put_u64(out, len);
+    sbuf_append(out, "\r\nAccess-Control-Allow-Origin: *\r\n", 34);
+    if (r->close_after)
+        sbuf_append(out, "Connection: close\r\n", 19);
+    if (extra)
+        sbuf_puts(out, extra);
+    sbuf_append(out, "\r\n", 2);
+    if (!r->is_head)
+        sbuf_append(out, body, len);
+}
+
+/* Move answered requests from the head of the FIFO to the output buffer, in order. */
+static void flush_ready(struct conn *c)
+{
+    while (c->fifo_head && c->fifo_head->responded) {
+        struct http_req *r = c->fifo_head;
+        c->fifo_head = r->next;
+        if (!c->fifo_head)
+            c->fifo_tail = NULL;
+        c->fifo_len--;
+        if (r->resp.len) {
+            sbuf_append(&c->out, r->resp.data, r->resp.len);
+            sbuf_reset(&r->resp);
+        }
+        if (r->close_after) {
+            c->close_when_flushed = true;
+            c->state = CONN_CLOSING;
+        }
+        req_release(r);
+        if (c->close_when_flushed)
+            break;
+    }
+}
+
+void http_respond(struct http_req *r, int status, const char *ctype, const char *extra,
+                  const void *body, size_t len)
+{
+    ASSERT(!r->responded);
+    r->responded = true;
+    http_req_timer_stop(r);
+    struct conn *c = r->conn;
+    if (!c) {
+        /* orphan: nobody to send to; the server's reference is dropped here */
+        req_release(r);
+        return;
+    }
+    if (c->fifo_head == r)
+        format_response(c->w, &c->out, r, status, ctype, extra, body, len);
+    else
+        format_response(c->w, &r->resp, r, status, ctype, extra, body, len);
+    flush_ready(c);
+    if (!c->busy)
+        conn_process(c); /* parse what was waiting behind a full pipeline, then write */
+}
+
+/* An error response in the seed's shape, generated by the server itself (parse errors, limits). */
+static void respond_error(struct http_req *r, int err, const char *extra)
+{
+    struct sbuf b;
+    sbuf_init(&b, 0);
+    struct jw jw;
+    jw_init(&jw, &b);
+    jw_obj_open(&jw);
+    jw_kbool(&jw, "ok", false);
+    jw_kstr(&jw, "error", err_code_str(err));
+    jw_kstr(&jw, "message", err_message(err));
+    jw_obj_close(&jw);
+    http_respond(r, err_http_status(err), "application/json", extra, b.data, b.len);
+    sbuf_free(&b);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Writing                                                                                     */
+
+static void on_write_done(uv_write_t *wr, int status)
+{
+    struct conn *c = wr->data;
+    c->writing = false;
+    sbuf_reset(&c->inflight_out);
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->closed)
+        return;
+    conn_write(c);
+    if (!c->closed && !c->busy)
+        conn_process(c);
+}
+
+static void conn_write(struct conn *c)
+{
+    if (c->closed || c->writing)
+        return;
+    if (c->out.len) {
+        struct http_server *s = c->w->srv;
+        uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n == UV_EAGAIN)
+            n = 0;
+        if (n < 0) {
+            conn_close(c);
+            return;
+        }
+        atomic_fetch_add_explicit(&s->bytes_out, (uint64_t)n, memory_order_relaxed);
+        if ((size_t)n < c->out.len) {
+            /* swap the rest into the in-flight buffer and let libuv finish it */
+            sbuf_consume(&c->out, (size_t)n);
+            struct sbuf tmp = c->inflight_out;
+            c->inflight_out = c->out;
+            c->out = tmp;
+            sbuf_reset(&c->out);
+            atomic_fetch_add_explicit(&s->bytes_out, c->inflight_out.len, memory_order_relaxed);
+            uv_buf_t b2 = uv_buf_init((char *)c->inflight_out.data, (unsigned)c->inflight_out.len);
+            c->wreq.data = c;
+            if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b2, 1, on_write_done) < 0) {
+                conn_close(c);
+                return;
+            }
+            c->writing = true;
+            return;
+        }
+        sbuf_reset(&c->out);
+        if (c->out.cap > (1u << 20))
+            sbuf_free(&c->out);
+    }
+    if (c->close_when_flushed)
+        conn_close(c);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Connections                                                                                 */
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    struct http_server *s = c->w->srv;
+    atomic_fetch_sub(&s->conns_open, 1);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->tcp.data = NULL;
+    if (c->live_reqs == 0) {
+        sbuf_free(&c->in);
+        sbuf_free(&c->out);
+        sbuf_free(&c->inflight_out);
+        xfree(c);
+    }
+    /* else: the last req_free() frees it */
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    c->state = CONN_CLOSING;
+    /* Orphan every request still queued: the server's reference on answered ones goes now; the
+     * unanswered ones keep theirs until http_respond() discards the answer. */
+    struct http_req *r = c->fifo_head;
+    while (r) {
+        struct http_req *next = r->next;
+        bool answered = r->responded;
+        r->next = NULL;
+        c->live_reqs--;
+        r->conn = NULL;
+        if (answered)
+            req_release(r);
+        r = next;
+    }
+    c->fifo_head = c->fifo_tail = NULL;
+    c->fifo_len = 0;
+    if (c->cur) {
+        struct http_req *cur = c->cur;
+        c->cur = NULL;
+        c->live_reqs--;
+        cur->conn = NULL;
+        req_release(cur);
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void set_deadline(struct conn *c, uint64_t ms, bool idle)
+{
+    c->deadline_ns = ms ? clock_mono_ns() + ms * 1000000ull : 0;
+    c->deadline_is_idle = idle;
+}
+
+static void fifo_push(struct conn *c, struct http_req *r)
+{
+    r->next = NULL;
+    if (c->fifo_tail)
+        c->fifo_tail->next = r;
+    else
+        c->fifo_head = r;
+    c->fifo_tail = r;
+    c->fifo_len++;
+}
+
+/* Queue an error for a request that could not be parsed; the connection closes after it. */
+static void fail_request(struct conn *c, struct http_req *r, int err)
+{
+    struct http_server *s = c->w->srv;
+    atomic_fetch_add_explicit(&s->parse_errors, 1, memory_order_relaxed);
+    if (!r) {
+        r = req_new(c);
+        if (!r) {
+            conn_close(c);
+            return;
+        }
+    }
+    r->close_after = true;
+    if (c->cur == r)
+        c->cur = NULL;
+    fifo_push(c, r);
+    c->state = CONN_CLOSING;
+    respond_error(r, err, NULL);
+}
+
+static void rebase(struct slice *s, const uint8_t *old, size_t len, const uint8_t *now)
+{
+    if (s->ptr >= old && s->ptr <= old + len)
+        s->ptr = now + (s->ptr - old);
+}
+
+static void dispatch(struct conn *c, struct http_req *r)
+{
+    struct http_server *s = c->w->srv;
+    c->cur = NULL;
+    c->state = CONN_HEAD;
+    r->dispatch_ns = clock_mono_ns();
+    if (!r->head.keep_alive)
+        r->close_after = true;
+    fifo_push(c, r);
+    atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
+    if (r->close_after)
+        c->state = CONN_CLOSING; /* read nothing after a "Connection: close" request */
+    s->cfg.handler(s->cfg.handler_ctx, r);
+}
+
+/* Parse and dispatch as many requests as the input and the pipeline limit allow. */
+static void conn_process(struct conn *c)
+{
+    struct http_server *s = c->w->srv;
+    const struct http_server_config *cfg = &s->cfg;
+    if (c->busy || c->closed)
+        return;
+    c->busy = true;
+    size_t pos = 0;
+    while (!c->closed && c->state != CONN_CLOSING) {
+        const uint8_t *in = c->in.data + pos;
+        size_t avail = c->in.len - pos;
+        if (c->state == CONN_HEAD) {
+            if (c->fifo_len >= cfg->pipeline_max)
+                break;
+            if (avail == 0)
+                break;
+            struct http_request head;
+            int rc = http_parse_head(in, avail, &cfg->limits, &head);
+            if (rc == 0) {
+                if (!c->deadline_ns || c->deadline_is_idle)
+                    set_deadline(c, cfg->header_timeout_ms, false);
+                break;
+            }
+            if (rc < 0) {
+                fail_request(c, NULL, rc);
+                break;
+            }
+            struct http_req *r = req_new(c);
+            if (!r) {
+                fail_request(c, NULL, ERR_OVERLOADED);
+                break;
+            }
+            r->recv_ns = clock_mono_ns();
+            sbuf_append(&r->raw, in, head.head_len);
+            if (!sbuf_ok(&r->raw)) {
+                fail_request(c, r, ERR_OVERLOADED);
+                break;
+            }
+            r->head = head;
+            /* Re-point every slice from the input buffer into the request's own copy. */
+            const uint8_t *now = r->raw.data;
+            rebase(&r->head.method, in, head.head_len, now);
+            rebase(&r->head.target, in, head.head_len, now);
+            rebase(&r->head.path, in, head.head_len, now);
+            rebase(&r->head.query, in, head.head_len, now);
+            rebase(&r->head.host, in, head.head_len, now);
+            rebase(&r->head.authorization, in, head.head_len, now);
+            rebase(&r->head.content_type, in, head.head_len, now);
+            rebase(&r->head.origin, in, head.head_len, now);
+            for (size_t i = 0; i < r->head.header_count; i++) {
+                rebase(&r->head.headers[i].name, in, head.head_len, now);
+                rebase(&r->head.headers[i].value, in, head.head_len, now);
+            }
+            r->is_head = slice_eq_cstr(r->head.method, "HEAD");
+            pos += head.head_len;
+            c->cur = r;
+            if (r->head.chunked) {
+                http_chunked_init(&r->chunked, 8192);
+                c->state = CONN_BODY_CHUNKED;
+            } else if (r->head.has_content_length && r->head.content_length > 0) {
+                if (r->head.content_length > cfg->body_max_bytes) {
+                    fail_request(c, r, ERR_TOO_LARGE);
+                    break;
+                }
+                r->body_left = r->head.content_length;
+                c->state = CONN_BODY_CL;
+            } else {
+                dispatch(c, r);
+                continue;
+            }
+            set_deadline(c, cfg->body_timeout_ms, false);
+            /* 100 Continue only when it cannot overtake an earlier pipelined response. */
+            if (r->head.expect_continue && avail == head.head_len && r->head.version_minor == 1 &&
+                c->fifo_len == 0)
+                sbuf_append(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            size_t pre = r->body_left < (1u << 20) ? (size_t)r->body_left : (1u << 20);
+            if (pre && sbuf_reserve(&r->body, pre) == NULL) {
+                fail_request(c, r, ERR_OVERLOADED);
+                break;
+            }
+        } else if (c->state == CONN_BODY_CL) {
+            struct http_req *r = c->cur;
+            if (avail == 0)
+                break;
+            size_t take = avail < r->body_left ? avail : (size_t)r->body_left;
+            sbuf_append(&r->body, in, take);
+            pos += take;
+            r->body_left -= take;
+            if (r->body_left == 0)
+                dispatch(c, r);
+        } else if (c->state == CONN_BODY_CHUNKED) {
+            struct http_req *r = c->cur;
+            size_t used = 0;
+            struct slice data = {NULL, 0};
+            bool done = false;
+            int rc = http_chunked_decode(&r->chunked, in, avail, &used, &data, &done);
+            if (rc < 0) {
+                fail_request(c, r, rc);
+                break;
+            }
+            pos += used;
+            if (data.len) {
+                sbuf_append(&r->body, data.ptr, data.len);
+                if (!sbuf_ok(&r->body)) {
+                    fail_request(c, r, r->body.too_big ? ERR_TOO_LARGE : ERR_OVERLOADED);
+                    break;
+                }
+            }
+            if (done) {
+                dispatch(c, r);
+                continue;
+            }
+            if (used == 0 && data.len == 0)
+                break;
+        }
+    }
+    if (pos)
+        sbuf_consume(&c->in, pos);
+    c->busy = false;
+    if (c->closed)
+        return;
+    /* Deadline bookkeeping: idle when nothing is half-read and nothing in flight. */
+    if (c->state == CONN_HEAD && c->in.len == 0) {
+        if (c->fifo_len == 0)
+            set_deadline(c, cfg->idle_timeout_ms, true);
+        else
+            c->deadline_ns = 0;
+    }
+    /* Backpressure: stop reading when the pipeline is full or the connection is closing. */
+    bool want_read = c->state != CONN_CLOSING && c->fifo_len < cfg->pipeline_max;
+    if (want_read && !c->reading) {
+        c->reading = true;
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+    } else if (!want_read && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+    conn_write(c);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    struct conn *c = h->data;
+    *buf = uv_buf_init((char *)c->w->readbuf, READ_CHUNK);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = st->data;
+    struct http_server *s = c->w->srv;
+    if (nread < 0) {
+        conn_close(c);
+        return;
+    }
+    if (nread == 0)
+        return;
+    atomic_fetch_add_explicit(&s->bytes_in, (uint64_t)nread, memory_order_relaxed);
+    if (c->state == CONN_CLOSING)
+        return; /* discard input after a close-delimited request or an error */
+    /* c->in is bounded (sbuf max): a head is at most limits.head_max, bodies move out as they
+     * arrive, and reading stops while the pipeline is full, so overflow means abuse. */
+    sbuf_append(&c->in, buf->base, (size_t)nread);
+    if (!sbuf_ok(&c->in)) {
+        conn_close(c);
+        return;
+    }
+    conn_process(c);
+}
+
+static void start_reading(struct conn *c)
+{
+    c->reading = true;
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+}
+
+static void free_handle_conn(uv_handle_t *h) { xfree(h->data); }
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct worker *w = server->data;
+    struct http_server *s = w->srv;
+    if (status < 0)
+        return;
+    struct conn *c = xcalloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->w = w;
+    uv_tcp_init(&w->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+        uv_close((uv_handle_t *)&c->tcp, free_handle_conn);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    sbuf_init(&c->in, s->cfg.limits.head_max + 8 * READ_CHUNK);
+    sbuf_init(&c->out, 0);
+    sbuf_init(&c->inflight_out, 0);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    uint64_t open = atomic_fetch_add(&s->conns_open, 1) + 1;
+    atomic_fetch_add_explicit(&s->conns_total, 1, memory_order_relaxed);
+    if (open > s->cfg.max_connections) {
+        atomic_fetch_add_explicit(&s->conns_rejected, 1, memory_order_relaxed);
+        struct http_req *r = req_new(c);
+        if (!r) {
+            conn_close(c);
+            return;
+        }
+        r->close_after = true;
+        fifo_push(c, r);
+        c->state = CONN_CLOSING;
+        respond_error(r, ERR_OVERLOADED, "Retry-After: 1\r\n");
+        return;
+    }
+    set_deadline(c, s->cfg.header_timeout_ms, false);
+    start_reading(c);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Worker loop                                                                                 */
+
+static void on_async(uv_async_t *a)
+{
+    struct worker *w = a->data;
+    pthread_mutex_lock(&w->post_mu);
+    size_t n = w->posts_len;
+    if (w->posts_work_cap < n) {
+        struct post_item *p = xrealloc(w->posts_work, n * sizeof *p);
+        ASSERT(p != NULL);
+        w->posts_work = p;
+        w->posts_work_cap = n;
+    }
+    memcpy(w->posts_work, w->posts, n * sizeof *w->posts);
+    w->posts_len = 0;
+    pthread_mutex_unlock(&w->post_mu);
+    for (size_t i = 0; i < n; i++) {
+        struct post_item *p = &w->posts_work[i];
+        p->fn(p->req, p->arg);
+    }
+    if (w->stopping) {
+        struct conn *c = w->conns;
+        while (c) {
+            struct conn *next = c->next;
+            conn_close(c);
+            c = next;
+        }
+        if (!uv_is_closing((uv_handle_t *)&w->listener))
+            uv_close((uv_handle_t *)&w->listener, NULL);
+        if (!uv_is_closing((uv_handle_t *)&w->sweep))
+            uv_close((uv_handle_t *)&w->sweep, NULL);
+        if (!uv_is_closing((uv_handle_t *)&w->async))
+            uv_close((uv_handle_t *)&w->async, NULL);
+    }
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    struct http_server *s = w->srv;
+    uint64_t now = clock_mono_ns();
+    struct conn *c = w->conns;
+    while (c) {
+        struct conn *next = c->next;
+        if (!c->closed && c->deadline_ns && now >= c->deadline_ns) {
+            if (c->deadline_is_idle) {
+                conn_close(c);
+            } else {
+                atomic_fetch_add_explicit(&s->timeouts, 1, memory_order_relaxed);
+                struct http_req *r = c->cur;
+                c->deadline_ns = 0;
+                fail_request(c, r, ERR_TIMEOUT);
+            }
+        }
+        c = next;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct http_server *s = w->srv;
+    if (s->cfg.on_worker_start)
+        s->cfg.on_worker_start(s->cfg.handler_ctx, w->idx);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* drain close callbacks */
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+    return NULL;
+}
+
+static void walk_close(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static int open_listener(const struct http_server_config *cfg, int port, int *fd_out)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    int family;
+    if (inet_pton(AF_INET, cfg->bind_addr, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        sl = sizeof *a4;
+        family = AF_INET;
+    } else if (inet_pton(AF_INET6, cfg->bind_addr, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        sl = sizeof *a6;
+        family = AF_INET6;
+    } else {
+        return ERR_INVALID;
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return err_from_errno(errno);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 4096) < 0) {
+        int e = errno;
+        close(fd);
+        LOG_E("http", "bind %s:%d: %s", cfg->bind_addr, port, strerror(e));
+        return e == EADDRINUSE ? ERR_CONFLICT : err_from_errno(e);
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+void http_server_config_default(struct http_server_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->bind_addr = "0.0.0.0";
+    c->port = 1109;
+    c->workers = 1;
+    http_limits_default(&c->limits);
+    c->body_max_bytes = 64u << 20;
+    c->header_timeout_ms = 10000;
+    c->body_timeout_ms = 60000;
+    c->idle_timeout_ms = 60000;
+    c->max_connections = 10000;
+    c->pipeline_max = 256;
+    c->request_mem_max = 128u << 20;
+}
+
+int http_server_start(const struct http_server_config *cfg, struct http_server **out)
+{
+    struct http_server *s = xcalloc(1, sizeof *s);
+    if (!s)
+        return ERR_NOMEM;
+    s->cfg = *cfg;
+    s->nworkers = cfg->workers < 1 ? 1 : cfg->workers;
+    s->workers = xcalloc((size_t)s->nworkers, sizeof *s->workers);
+    if (!s->workers) {
+        xfree(s);
+        return ERR_NOMEM;
+    }
+    int port = cfg->port;
+    int rc = 0;
+    int i;
+    for (i = 0; i < s->nworkers; i++) {
+        struct worker *w = &s->workers[i];
+        w->srv = s;
+        w->idx = i;
+        rc = open_listener(cfg, port, &w->listen_fd);
+        if (rc)
+            break;
+        if (port == 0) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            getsockname(w->listen_fd, (struct sockaddr *)&ss, &sl);
+            port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                                 : ((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+    }
+    if (rc) {
+        for (int k = 0; k < i; k++)
+            close(s->workers[k].listen_fd);
+        xfree(s->workers);
+        xfree(s);
+        return rc;
+    }
+    s->port = port;
+    for (i = 0; i < s->nworkers; i++) {
+        struct worker *w = &s->workers[i];
+        uv_loop_init(&w->loop);
+        pthread_mutex_init(&w->post_mu, NULL);
+        uv_tcp_init(&w->loop, &w->listener);
+        w->listener.data = w;
+        uv_tcp_open(&w->listener, w->listen_fd);
+        uv_listen((uv_stream_t *)&w->listener, 4096, on_connection);
+        uv_async_init(&w->loop, &w->async, on_async);
+        w->async.data = w;
+        uv_timer_init(&w->loop, &w->sweep);
+        w->sweep.data = w;
+        uv_timer_start(&w->sweep, on_sweep, 250, 250);
+        pthread_create(&w->thread, NULL, worker_main, w);
+    }
+    *out = s;
+    return 0;
+}
+
+int http_server_port(const struct http_server *s) { return s->port; }
+
+void http_server_stop(struct http_server *s)
+{
+    for (int i = 0; i < s->nworkers; i++) {
+        struct worker *w = &s->workers[i];
+        pthread_mutex_lock(&w->post_mu);
+        w->stopping = true;
+        pthread_mutex_unlock(&w->post_mu);
+        uv_async_send(&w->async);
+    }
+    for (int i = 0; i < s->nworkers; i++) {
+        struct worker *w = &s->workers[i];
+        /* The loop exits once the listener and connections are closed; the async and timer
+         * handles keep it alive, so close them from the loop thread via uv_stop semantics. */
+        pthread_join(w->thread, NULL);
+    }
+    for (int i = 0; i < s->nworkers; i++) {
+        struct worker *w = &s->workers[i];
+        uv_walk(&w->loop, walk_close, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w->loop);
+        while (w->free_reqs) {
+            struct http_req *r = w->free_reqs;
+            w->free_reqs = r->next;
+            sbuf_free(&r->raw);
+            sbuf_free(&r->body);
+            sbuf_free(&r->resp);
+            arena_free(&r->arena);
+            xfree(r);
+        }
+        xfree(w->posts);
+        xfree(w->posts_work);
+        pthread_mutex_destroy(&w->post_mu);
+    }
+    xfree(s->workers);
+    xfree(s);
+}
+
+void http_server_stats(const struct http_server *s, struct http_server_stats *st)
+{
+    st->connections_open = atomic_load(&s->conns_open);
+    st->connections_total = atomic_load(&s->conns_total);
+    st->connections_rejected = atomic_load(&s->conns_rejected);
+    st->bytes_in = atomic_load(&s->bytes_in);
+    st->bytes_out = atomic_load(&s->bytes_out);
+    st->requests = atomic_load(&s->requests);
+    st->parse_errors = atomic_load(&s->parse_errors);
+    st->timeouts = atomic_load(&s->timeouts);
+}

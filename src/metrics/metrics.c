@@ -1,0 +1,118 @@
+/* metrics.c -- see metrics.h.
+ * Invariants: 1. bucket counts are cumulative only at render time (stored per bucket);
+ * 2. every family gets exactly one HELP and one TYPE line (promtool checks this). */
+#include "metrics/metrics.h"
+
+#include "base/alloc.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+static const double bucket_le_s[METRICS_BUCKETS] = {
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05,    0.1,    0.25,    0.5,    1.0,   2.5,    5.0,   10.0, 30.0,
+};
+
+struct route_stats {
+    _Atomic uint64_t by_class[6]; /* index status/100: 1xx..5xx */
+    _Atomic uint64_t buckets[METRICS_BUCKETS + 1];
+    _Atomic uint64_t sum_ns;
+    _Atomic uint64_t count;
+};
+
+struct metrics {
+    const char *const *names;
+    int nroutes;
+    struct route_stats routes[METRICS_ROUTES_MAX];
+};
+
+struct metrics *metrics_new(const char *const *route_names, int nroutes)
+{
+    struct metrics *m = xcalloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->names = route_names;
+    m->nroutes = nroutes > METRICS_ROUTES_MAX ? METRICS_ROUTES_MAX : nroutes;
+    return m;
+}
+
+void metrics_free(struct metrics *m) { xfree(m); }
+
+void metrics_observe(struct metrics *m, int route_id, int status, uint64_t latency_ns)
+{
+    if (route_id < 0 || route_id >= m->nroutes)
+        return;
+    struct route_stats *r = &m->routes[route_id];
+    int cls = status / 100;
+    if (cls < 1 || cls > 5)
+        cls = 5;
+    atomic_fetch_add_explicit(&r->by_class[cls], 1, memory_order_relaxed);
+    double s = (double)latency_ns / 1e9;
+    int b = 0;
+    while (b < METRICS_BUCKETS && s > bucket_le_s[b])
+        b++;
+    atomic_fetch_add_explicit(&r->buckets[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->sum_ns, latency_ns, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->count, 1, memory_order_relaxed);
+}
+
+void metrics_write_family(struct sbuf *out, const char *name, const char *type, const char *help)
+{
+    sbuf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void metrics_write_sample(struct sbuf *out, const char *name, const char *labels, double v)
+{
+    if (labels && *labels)
+        sbuf_printf(out, "%s{%s} %.17g\n", name, labels, v);
+    else
+        sbuf_printf(out, "%s %.17g\n", name, v);
+}
+
+void metrics_write_gauge(struct sbuf *out, const char *name, const char *help, double v)
+{
+    metrics_write_family(out, name, "gauge", help);
+    metrics_write_sample(out, name, NULL, v);
+}
+
+void metrics_write_counter(struct sbuf *out, const char *name, const char *help, uint64_t v)
+{
+    metrics_write_family(out, name, "counter", help);
+    sbuf_printf(out, "%s %llu\n", name, (unsigned long long)v);
+}
+
+void metrics_render_requests(struct metrics *m, struct sbuf *out)
+{
+    metrics_write_family(out, "ayder_http_requests_total", "counter",
+                         "HTTP requests answered, by route and status class.");
+    for (int i = 0; i < m->nroutes; i++) {
+        for (int c = 1; c <= 5; c++) {
+            uint64_t v = atomic_load_explicit(&m->routes[i].by_class[c], memory_order_relaxed);
+            if (v)
+                sbuf_printf(out, "ayder_http_requests_total{route=\"%s\",code=\"%dxx\"} %llu\n",
+                            m->names[i], c, (unsigned long long)v);
+        }
+    }
+    metrics_write_family(out, "ayder_http_request_duration_seconds", "histogram",
+                         "Time from the first byte of a request to its response, by route.");
+    for (int i = 0; i < m->nroutes; i++) {
+        struct route_stats *r = &m->routes[i];
+        uint64_t count = atomic_load_explicit(&r->count, memory_order_relaxed);
+        if (!count)
+            continue;
+        uint64_t cum = 0;
+        for (int b = 0; b < METRICS_BUCKETS; b++) {
+            cum += atomic_load_explicit(&r->buckets[b], memory_order_relaxed);
+            sbuf_printf(out, "ayder_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                        m->names[i], bucket_le_s[b], (unsigned long long)cum);
+        }
+        cum += atomic_load_explicit(&r->buckets[METRICS_BUCKETS], memory_order_relaxed);
+        sbuf_printf(out, "ayder_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
+                    m->names[i], (unsigned long long)cum);
+        sbuf_printf(out, "ayder_http_request_duration_seconds_sum{route=\"%s\"} %.9f\n", m->names[i],
+                    (double)atomic_load_explicit(&r->sum_ns, memory_order_relaxed) / 1e9);
+        sbuf_printf(out, "ayder_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
+                    m->names[i], (unsigned long long)cum);
+    }
+}
