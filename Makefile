@@ -1,5 +1,5 @@
 # Ayder build. `make` builds ./ayder; `make test` runs every test tier that CI runs.
-# make SANITIZER=address|undefined|thread   builds everything with that sanitizer.
+# make SANITIZER=address|undefined|asan-ubsan|thread   builds everything with that sanitizer.
 
 CC       ?= cc
 OPT      ?= -O2
@@ -9,7 +9,10 @@ DEFS     := -D_GNU_SOURCE
 INCS     := -Isrc
 LIBS     := -luv -ljansson -lpthread -lm
 
-ifeq ($(SANITIZER),address)
+ifeq ($(SANITIZER),asan-ubsan)
+  CFLAGS += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+  LDFLAGS += -fsanitize=address,undefined
+else ifeq ($(SANITIZER),address)
   CFLAGS += -fsanitize=address -fno-omit-frame-pointer
   LDFLAGS += -fsanitize=address
 else ifeq ($(SANITIZER),undefined)
@@ -34,8 +37,9 @@ DEPS     := $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(BUILD)/src/main.d
 
 all: ayder
 
+# Replace by rename so a running ./ayder (tests, a local node) never blocks the build.
 ayder: $(BUILD)/ayder
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/ayder: $(BUILD)/src/main.o $(BUILD)/libayder.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -80,7 +84,7 @@ fuzz: fuzz-build
 integration: ayder
 	/usr/bin/python3 -m pytest -q tests/integration
 
-test: ayder $(BUILD)/unit_tests
+test:
 	tools/run-tests
 
 bench: ayder

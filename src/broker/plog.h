@@ -99,8 +99,9 @@ uint64_t plog_high_watermark(const struct plog *p); /* atomic acquire load */
  * nothing), stopping before the record that would push the total key+value+header bytes above
  * max_bytes (the first record is always visited). from < start offset reads from the start
  * offset (res->from_adjusted). from >= hw visits nothing (res->next_offset = from). fn returning
- * non-zero stops after that record (it counts). Every batch served is CRC-checked: a bad one
- * gives ERR_CORRUPT (records visited before it were valid). res is filled on success and error. */
+ * non-zero stops after that record (it counts); fn may be NULL (count only). Every batch served
+ * is CRC-checked: a bad one gives ERR_CORRUPT (records visited before it were valid). res is
+ * filled on success and on error. */
 typedef int (*plog_visit_fn)(void *ctx, const struct plog_record *rec); /* non-zero = stop */
 struct plog_read_result {
     uint64_t next_offset; /* offset after the last visited record, or the (adjusted) from */

@@ -779,7 +779,12 @@ int core_open(const struct core_config *cfg, struct core **out)
     c->cfg = *cfg;
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->why_mu, NULL);
-    pthread_cond_init(&c->cond, NULL);
+    /* The core thread's timed wait uses CLOCK_MONOTONIC deadlines. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cond, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&c->sync_cond, NULL);
     hmap_init(&c->seq);
     struct io_fs *fs = cfg->fs;

@@ -3,7 +3,8 @@
  * The head parser is stateless: the server calls it on the bytes of the current request each time
  * more arrive. It walks the head line by line, finding each LF with memchr (vectorised by libc) and
  * then validating the line with one table lookup per byte, so a complete head costs one pass; a
- * head that arrives in k reads costs k passes, which is fine because nearly all heads arrive in one.
+ * head that arrives in k reads costs k passes, which is fine because nearly all heads arrive in
+ * one.
  * Nothing is copied or allocated: every slice in struct http_request points into the caller's
  * buffer.
  *
@@ -25,9 +26,9 @@
  * trailers) that hands out chunk data as slices of the input without copying:
  *
  *   SIZE0 -hex-> SIZE -CR-> SIZE_LF -LF, size>0-> DATA -n bytes-> DATA_CR -CR-> DATA_LF -LF-> SIZE0
- *              |  ^ ';'/SP: EXT_* states (token / quoted-string), CR -> SIZE_LF
- *              SIZE_LF -LF, size==0-> TR_START -CR-> TR_END_LF -LF-> DONE
- *                                     TR_START -tchar-> TR_NAME -':'-> TR_VALUE -CR-> TR_LF -LF-> TR_START
+ *                 |  ';'/SP: EXT_* states (token / quoted-string), CR -> SIZE_LF
+ *   SIZE_LF -LF, size==0-> TR_START -CR-> TR_END_LF -LF-> DONE
+ *   TR_START -tchar-> TR_NAME -':'-> TR_VALUE -CR-> TR_LF -LF-> TR_START
  *   any state -bad byte-> ERR_INVALID / ERR_TOO_LARGE (sticky)
  *
  *  5. The decoder's result (data bytes, error, done, consumed total) does not depend on how the

@@ -3,8 +3,8 @@
  * The module owns nothing. http_parse_head() reads a request head from a buffer the caller owns and
  * fills a caller-allocated struct http_request whose slices (method, target, path, query, header
  * names and values, host, ...) all point into that buffer: they stay valid exactly as long as the
- * caller keeps those bytes in place and unmodified. The chunked decoder keeps only a few integers of
- * state in a caller-allocated struct http_chunked; the data slices it hands out point into the
+ * caller keeps those bytes in place and unmodified. The chunked decoder keeps only a few integers
+ * of state in a caller-allocated struct http_chunked; the data slices it hands out point into the
  * input the caller passed to that call.
  *
  * Strictness: every deviation from RFC 9112 that matters for request smuggling or ambiguity is an
@@ -29,7 +29,8 @@ struct http_header {
 };
 
 struct http_limits {
-    size_t request_line_max; /* default 8192: longer request line (without CRLF) -> ERR_URI_TOO_LONG */
+    size_t request_line_max; /* default 8192: a longer request line (without CRLF)
+                                -> ERR_URI_TOO_LONG */
     size_t head_max;         /* default 65536: longer head (incl. leading CRLFs and final CRLF)
                                 -> ERR_HEADERS_TOO_LARGE */
     size_t header_count_max; /* default 64 (clamped to HTTP_MAX_HEADERS) -> ERR_HEADERS_TOO_LARGE */
@@ -50,7 +51,8 @@ struct http_request {
     bool has_content_length;
     uint64_t content_length; /* <= INT64_MAX */
     bool chunked;            /* Transfer-Encoding: chunked */
-    bool keep_alive;         /* 1.1: true unless "Connection: close"; 1.0: false unless keep-alive */
+    bool keep_alive;         /* 1.1: true unless "Connection: close";
+                                1.0: false unless keep-alive */
     bool expect_continue;    /* Expect: 100-continue */
     struct slice host, authorization, content_type, origin; /* empty (len 0) if absent */
     size_t head_len;         /* bytes of leading CRLFs + request line + headers + final CRLF */
@@ -86,10 +88,10 @@ void http_chunked_init(struct http_chunked *c, size_t trailer_max /* e.g. 8192 *
 /* Consume input in[0..len). Sets *consumed (bytes of input used) and *data to one contiguous slice
  * of decoded body (pointing into in; len 0 if none this call). Sets *done once the last chunk and
  * the trailer section are complete; the bytes after that are not consumed (the next request).
- * Returns 0, or ERR_INVALID (bad chunk size, size > INT64_MAX, bad extension, chunk line longer than
- * HTTP_CHUNK_LINE_MAX, missing CRLF after data, bad trailer) or ERR_HEADERS_TOO_LARGE (trailers
- * longer than trailer_max). Errors are sticky. The caller loops while bytes remain and each call
- * consumes something or yields data. */
+ * Returns 0, or ERR_INVALID (bad chunk size, size > INT64_MAX, bad extension, chunk line longer
+ * than HTTP_CHUNK_LINE_MAX, missing CRLF after data, bad trailer) or ERR_HEADERS_TOO_LARGE
+ * (trailers longer than trailer_max). Errors are sticky. Trailer fields are validated, not
+ * returned. The caller loops while bytes remain and each call consumes something or yields data. */
 int http_chunked_decode(struct http_chunked *c, const uint8_t *in, size_t len, size_t *consumed,
                         struct slice *data, bool *done);
 

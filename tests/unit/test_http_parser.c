@@ -281,9 +281,11 @@ TEST(http_reject_content_length)
 
 TEST(http_reject_transfer_encoding)
 {
-    CHECK_EQ_INT(rc_of("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    CHECK_EQ_INT(rc_of("POST / HTTP/1.1\r\nContent-Length: 5\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n"),
                  ERR_INVALID);
-    CHECK_EQ_INT(rc_of("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
+    CHECK_EQ_INT(rc_of("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+                       "Content-Length: 5\r\n\r\n"),
                  ERR_INVALID);
     CHECK_EQ_INT(rc_of("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"), ERR_UNSUPPORTED);
     CHECK_EQ_INT(rc_of("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
