@@ -31,7 +31,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c tests/sim/*.c))
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
-DEPS     := $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(BUILD)/src/main.d
+DEPS     := $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(BUILD)/src/main.d $(LIB_SRC:%.c=build-fuzz/%.d)
 
 .PHONY: all clean test unit integration fuzz-replay fuzz bench soak deps test-deps
 
@@ -61,13 +61,19 @@ unit: $(BUILD)/unit_tests
 # Fuzz targets: clang-14 libFuzzer with ASan+UBSan. fuzz-replay runs each checked-in corpus once;
 # `make fuzz FUZZ_SECONDS=600` runs each target for that long.
 FUZZ_CC      ?= clang-14
-FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_LIB_SRC := $(LIB_SRC)
+FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+FUZZ_LINK    := -fsanitize=fuzzer,address,undefined
+FUZZ_OBJ     := $(LIB_SRC:%.c=build-fuzz/%.o)
 FUZZ_SECONDS ?= 30
 fuzz-build: $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
-build-fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
-	@mkdir -p build-fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) -std=c11 -D_GNU_SOURCE -Isrc -o $@ $< $(FUZZ_LIB_SRC) $(LIBS)
+build-fuzz/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -std=c11 -D_GNU_SOURCE -Isrc -MMD -MP -c -o $@ $<
+build-fuzz/libayder.a: $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+build-fuzz/%: tests/fuzz/%.c build-fuzz/libayder.a
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_LINK) -std=c11 -D_GNU_SOURCE -Isrc -o $@ $< build-fuzz/libayder.a $(LIBS)
 
 fuzz-replay: fuzz-build
 	@set -e; for t in $(FUZZ_SRC:tests/fuzz/%.c=%); do \

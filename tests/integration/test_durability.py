@@ -20,12 +20,12 @@ restart the whole topic is read back and we check: ok writes are at exactly the 
 they were given with the same bytes (lost = 0), offsets are contiguous from 0 per partition, no value
 appears twice, no failed value appears, nothing appears that was never written. Info operations that
 carried an idempotency key are retried once after the restart with the same key: the answer must be
-the original's position (duplate) or a fresh write, and either way the value must then appear once.
+the original's position (duplicate) or a fresh write, and either way the value must then appear once.
 
 Environment: AYDER_SOAK=1 multiplies the cycle counts by 10 (see tools/crash-soak);
 AYDER_SEED=<n> fixes the random choices (timing still varies).
 """
-import json
+import base64
 import os
 import random
 import shutil
@@ -145,7 +145,9 @@ def producer(url, hist, stop, tag, rng):
         values = (["%s-%d-%s" % (base, j, PAD) for j in range(10)] if batch
                   else ["%s-%s" % (base, PAD)])
         params = {}
-        if rng.random() < 0.5:
+        if rng.random() < 0.03:
+            params["partition"] = str(NPARTS + 7)  # a definite failure: 400 invalid_partition
+        elif rng.random() < 0.5:
             params["partition"] = str(rng.randrange(NPARTS))
         if rng.random() < 0.4:
             params["idempotency_key"] = "k-" + base
@@ -200,7 +202,6 @@ def read_partition(node, p):
         msgs = j["messages"]
         if not msgs:
             break
-        import base64
         for m in msgs:
             out.append((m["offset"], base64.b64decode(m["value_b64"]).decode("utf-8", "replace")))
         off = j["next_offset"]
@@ -289,15 +290,13 @@ def test_sigkill_cycles(make_node, data_dir, capsys, config):
     node.start()
     r = node.post("/broker/topics", json={"name": TOPIC, "partitions": NPARTS})
     assert r.status_code == 200, r.text
-    since = 0
     retried = 0
     for cycle in range(cycles):
         mark = len(hist.ops)
         run_load(node, hist, rng, "%s%d" % (config[0], cycle), rng.uniform(0.05, 0.3))
         node = make_node(args=args, port=node.port)
         node.start()
-        retried += retry_unknown(node, hist, since)
-        since = mark
+        retried += retry_unknown(node, hist, mark)
         check_history(node, hist)
     rc = node.stop()
     assert rc == 0, "exit %s on SIGTERM; log:\n%s" % (rc, node.log())
@@ -467,6 +466,38 @@ def test_power_loss_cycles(make_node, data_dir, capsys, fsync_shim, tmp_path):
 # ------------------------------------------------------------------------------------------------
 # 3. fsync EIO (strace fault injection)
 
+def descendants(pid):
+    """PIDs of every descendant of pid (from /proc/<pid>/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir("/proc/%d/task" % p)
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open("/proc/%d/task/%s/children" % (p, t)) as f:
+                    kids = [int(x) for x in f.read().split()]
+            except OSError:
+                continue
+            out.extend(kids)
+            todo.extend(kids)
+    return out
+
+
+def kill_tree(node):
+    """SIGKILL the ayder under a wrapper, then the wrapper. Killing only strace would detach
+    ayder and leave it running; with SO_REUSEPORT it would then share the port with the next node."""
+    if node.proc and node.proc.poll() is None:
+        for pid in descendants(node.proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    node.kill()
+
+
 def have_strace():
     if not shutil.which("strace"):
         return False
@@ -480,41 +511,43 @@ def test_fsync_eio(make_node, data_dir, tmp_path, when):
     wrapper = ["strace", "-f", "-qq", "-o", trace, "-e", "trace=fdatasync",
                "-e", "inject=fdatasync:error=EIO:when=%d" % when]
     node = make_node(wrapper=wrapper)
-    node.start(timeout=60)
-    hist = History()
-    failed_at = None
-    for i in range(300):
-        op = hist.new_op("single", ["eio-%d-%d-%s" % (when, i, PAD)],
-                         {"partition": str(i % NPARTS)})
-        resp = node.post(op.path(), params=op.params, data=op.body(), timeout=30)
-        classify(op, resp)
-        if resp.status_code != 200:
-            failed_at = i
-            assert resp.status_code == 503, "fsync failure answered %s: %s" % (
-                resp.status_code, resp.text)
-            assert resp.json().get("error") == "storage_failed", resp.text
-            break
-        assert op.result == "ok", "200 without durable:true: %s" % resp.text
-    with open(trace) as f:
-        injected = [ln for ln in f if "INJECTED" in ln]
-    assert injected, "strace never injected EIO (fdatasync not used?)"
-    assert failed_at is not None, ("an fdatasync failed with EIO but every produce still answered "
-                                   "200 durable:true; strace:\n%s\nlog:\n%s"
-                                   % ("".join(injected), node.log()))
-    # sticky: nothing is acknowledged any more
-    for i in range(5):
-        r = node.post("/broker/topics/%s/produce" % TOPIC, data=b"after-eio-%d" % i, timeout=30)
-        assert r.status_code == 503 and r.json().get("error") == "storage_failed", r.text
-        op = hist.new_op("single", ["after-eio-%d" % i], {})
-        classify(op, r)
-    h = node.get("/health")
-    assert h.status_code == 503, h.text
-    hj = h.json()
-    assert hj.get("ok") is False and hj.get("error") == "storage_failed", h.text
-    assert hj.get("message"), "/health does not say why: %s" % h.text
-    rd = node.get("/ready")
-    assert rd.status_code == 503 and rd.json().get("ready") is False, rd.text
-    node.kill()
+    try:
+        node.start(timeout=60)
+        hist = History()
+        failed_at = None
+        for i in range(300):
+            op = hist.new_op("single", ["eio-%d-%d-%s" % (when, i, PAD)],
+                             {"partition": str(i % NPARTS)})
+            resp = node.post(op.path(), params=op.params, data=op.body(), timeout=30)
+            classify(op, resp)
+            if resp.status_code != 200:
+                failed_at = i
+                assert resp.status_code == 503, "fsync failure answered %s: %s" % (
+                    resp.status_code, resp.text)
+                assert resp.json().get("error") == "storage_failed", resp.text
+                break
+            assert op.result == "ok", "200 without durable:true: %s" % resp.text
+        with open(trace) as f:
+            injected = [ln for ln in f if "INJECTED" in ln]
+        assert injected, "strace never injected EIO (fdatasync not used?)"
+        assert failed_at is not None, ("an fdatasync failed with EIO but every produce still answered "
+                                       "200 durable:true; strace:\n%s\nlog:\n%s"
+                                       % ("".join(injected), node.log()))
+        # sticky: nothing is acknowledged any more
+        for i in range(5):
+            r = node.post("/broker/topics/%s/produce" % TOPIC, data=b"after-eio-%d" % i, timeout=30)
+            assert r.status_code == 503 and r.json().get("error") == "storage_failed", r.text
+            op = hist.new_op("single", ["after-eio-%d" % i], {})
+            classify(op, r)
+        h = node.get("/health")
+        assert h.status_code == 503, h.text
+        hj = h.json()
+        assert hj.get("ok") is False and hj.get("error") == "storage_failed", h.text
+        assert hj.get("message"), "/health does not say why: %s" % h.text
+        rd = node.get("/ready")
+        assert rd.status_code == 503 and rd.json().get("ready") is False, rd.text
+    finally:
+        kill_tree(node)
     node2 = make_node(port=node.port)
     node2.start()
     check_history(node2, hist)
@@ -540,7 +573,7 @@ def small_tmpfs():
         os.rmdir(d)
 
 
-def test_enospc(make_node, small_tmpfs):
+def test_enospc(make_node, small_tmpfs, capsys):
     ballast = os.path.join(small_tmpfs, "ballast")
     with open(ballast, "wb") as f:
         f.write(b"\xab" * (2 << 20))
@@ -567,6 +600,8 @@ def test_enospc(make_node, small_tmpfs):
         assert full.json().get("error") == "storage_failed", full.text
     acked = [op for op in hist.ops if op.result == "ok"]
     assert len(acked) > 10, "only %d writes fit" % len(acked)
+    report(capsys, "[enospc] %d writes of 64 KiB acked, then %d %s" % (
+        len(acked), full.status_code, full.json().get("error")))
     # reads still work while full
     r = node.get("/broker/consume/%s/g/0" % TOPIC, params={"offset": acked[-1].offset, "limit": 1})
     assert r.status_code == 200, r.text
@@ -575,6 +610,7 @@ def test_enospc(make_node, small_tmpfs):
     assert h.status_code in (503, 507), h.text
     assert h.json().get("message"), "/health does not say why: %s" % h.text
     if full.status_code == 503:
+        print(node.log())
         return  # a failed fsync is sticky by design: restart needed; nothing more to check here
     # further writes refused with 507 while full
     r = node.post("/broker/topics/%s/produce" % TOPIC, params={"partition": "0"}, data=b"refused")
@@ -604,3 +640,73 @@ def test_enospc(make_node, small_tmpfs):
     node2.start()
     check_history(node2, hist)
     assert node2.stop() == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# The checker itself: plant each kind of bug in a history and show it is caught.
+
+def test_checker_catches_planted_bugs(make_node):
+    node = make_node()
+    node.start()
+    hist = History()
+    for i in range(6):
+        op = hist.new_op("single", ["plant-%d" % i], {"partition": str(i % 2)})
+        classify(op, node.post(op.path(), params=op.params, data=op.body()))
+        assert op.result == "ok"
+    check_history(node, hist)  # clean
+
+    def caught(mutate, text):
+        h = History()
+        h.ops = [Op(o.id, o.kind, list(o.values), dict(o.params)) for o in hist.ops]
+        for o, src in zip(h.ops, hist.ops):
+            o.result, o.partition, o.offset = src.result, src.partition, src.offset
+        mutate(h)
+        with pytest.raises(AssertionError) as e:
+            check_history(node, h)
+        assert text in str(e.value), str(e.value)[:500]
+
+    def lost(h):  # an acked write that is not there
+        o = h.new_op("single", ["never-written"], {})
+        o.result, o.partition, o.offset = "ok", 0, 99
+
+    def moved(h):  # acked at one offset, found at another
+        h.ops[0].offset += 1
+
+    def aborted(h):  # a definitely failed write that is readable
+        h.ops[1].result = "fail"
+
+    def phantom(h):  # a value nobody wrote
+        h.ops.pop()
+
+    caught(lost, "found nowhere")
+    caught(moved, "expected at p0@1")
+    caught(aborted, "of a failed")
+    caught(phantom, "phantom value")
+    assert node.stop() == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Two processes on one data directory would interleave journal writes (and with SO_REUSEPORT could
+# even share a port unnoticed, e.g. an old instance left running): the second must refuse to start.
+
+def test_second_process_on_same_data_dir_refused(make_node, data_dir):
+    a = make_node()
+    a.start()
+    b = make_node()  # same data dir, another port
+    b.start(wait=False)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        rc = b.proc.poll()
+        if rc is not None:
+            assert rc != 0, "second process exited 0; log:\n" + b.log()
+            break
+        try:
+            ready = requests.get(b.url + "/ready", timeout=1).status_code == 200
+        except requests.RequestException:
+            ready = False
+        assert not ready, ("a second ayder serves the data dir %s already in use by pid %d "
+                           "(no lock on the data directory)" % (data_dir, a.proc.pid))
+        time.sleep(0.05)
+    else:
+        pytest.fail("second process neither exited nor became ready")
+    assert a.stop() == 0

@@ -104,8 +104,7 @@ def test_quick_start(node):
 
 def test_usage_examples(node):
     body = run_json(node, UE_CREATE)
-    assert body == {"ok": True, "topic": "events", "partitions": 8, "created": True} or (
-        body["ok"] is True and body["topic"] == "events" and body["partitions"] == 8)
+    assert body["ok"] is True and body["topic"] == "events" and body["partitions"] == 8
     # the produce example, run ten times so that the commit example's offset 10 is in range
     for i in range(10):
         check_produce(run_json(node, UE_PRODUCE), i)
