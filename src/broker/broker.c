@@ -1093,6 +1093,8 @@ int broker_wait(struct broker *b, struct slice topic, uint32_t partition, uint64
         pthread_mutex_lock(&b->wait_mu);
         if (plog_high_watermark(p->log) > offset) {
             rc = ERR_AGAIN;
+        } else if (atomic_load(&b->nwaiters) >= BROKER_WAITERS_MAX) {
+            rc = ERR_OVERLOADED; /* bounded: the caller answers at once instead of parking */
         } else {
             w->offset = offset;
             w->owner = p;

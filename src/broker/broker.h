@@ -30,6 +30,7 @@
 #define BROKER_GROUP_NAME_MAX 255
 #define BROKER_IDEM_KEYS_MAX 1000000
 #define BROKER_IDEM_WINDOW_MS (3600 * 1000)
+#define BROKER_WAITERS_MAX 10000
 
 struct broker;
 
@@ -123,7 +124,8 @@ void broker_group(struct broker *b, struct slice group, struct slice topic, brok
 
 /* Long-poll: park w on the partition until its high watermark passes `offset`. Returns 0 when
  * parked (w->wake(w) will be called once, from the core thread, unless broker_unwait removes it
- * first), ERR_AGAIN if data is already there, or ERR_NO_TOPIC/ERR_BAD_PARTITION. */
+ * first), ERR_AGAIN if data is already there, ERR_OVERLOADED if BROKER_WAITERS_MAX consumers are
+ * already parked, or ERR_NO_TOPIC/ERR_BAD_PARTITION. */
 struct broker_waiter {
     void (*wake)(struct broker_waiter *w);
     struct broker_waiter *prev, *next;

@@ -85,6 +85,7 @@ struct core {
     uint64_t last_checkpoint_ms;
     uint64_t journal_bytes_at_checkpoint;
     uint64_t next_tick_ms;
+    uint64_t ticks;
 
     _Atomic int fatal;          /* sticky error (ERR_STORE_FAILED) */
     _Atomic int nospace;
@@ -417,8 +418,9 @@ static int sequence(struct core *c, struct proposal *p)
             return ERR_NO_TOPIC;
         if (e.partition >= t->nparts)
             return ERR_BAD_PARTITION;
-        if (e.offset > t->next[e.partition])
-            return ERR_BAD_PARAM;
+        /* Like Kafka, a commit may name any offset, also one beyond the log end: it is the
+         * group's bookmark, not a claim about the log (the seed's example commits 10 after one
+         * message). */
         return append(c, p);
     }
     case ENTRY_DELETE_BEFORE: {
@@ -901,8 +903,11 @@ static void fail_all(struct core *c, int err)
 static void tick(struct core *c)
 {
     int64_t now = clock_wall_ms();
-    broker_retention_scan(c->broker, now, retention_fn, c);
-    kv_collect_expired(c->kv, now, 1000, expired_fn, c);
+    /* Retention and TTL sweeps once a second (every 5th tick): both scan whole structures. */
+    if (++c->ticks % 5 == 0) {
+        broker_retention_scan(c->broker, now, retention_fn, c);
+        kv_collect_expired(c->kv, now, 1000, expired_fn, c);
+    }
     struct journal_stats js;
     journal_stats(c->j, &js);
     bool due = (c->cfg.checkpoint_interval_ms &&

@@ -454,16 +454,18 @@ def test_commit_resume_semantics(node):
     assert r.status_code == 200
     assert r.json() == {"ok": True, "ignored": True, "committed_offset": 4}
     assert consume(node, "cm", 0, group="grp", limit=1)["messages"][0]["offset"] == 4
-    # commit beyond the log end is refused
-    r = node.post("/broker/commit", json={"topic": "cm", "group": "grp", "partition": 0,
-                                          "offset": 11})
-    assert_error(r, 400)
     # commit exactly at the end is fine, then there is nothing more to read
     r = node.post("/broker/commit", json={"topic": "cm", "group": "grp", "partition": 0,
                                           "offset": 10})
     assert r.status_code == 200
     got3 = consume(node, "cm", 0, group="grp")
     assert got3["count"] == 0 and got3["next_offset"] == 10
+    # like Kafka, a commit beyond the log end is stored as given (a bookmark)
+    r = node.post("/broker/commit", json={"topic": "cm", "group": "grp", "partition": 0,
+                                          "offset": 15})
+    assert r.status_code == 200 and r.json() == {"ok": True}
+    got4 = consume(node, "cm", 0, group="grp")
+    assert got4["count"] == 0 and got4["committed_offset"] == 15 and got4["next_offset"] == 15
 
 
 def test_commit_errors(node):

@@ -681,8 +681,9 @@ def test_rate_limit_429(make_node):
     assert limited is not None, statuses
     # the burst of 5 was allowed before limiting kicked in
     assert statuses.count(200) >= 5, statuses
-    # docs/HTTP_API.md notes no extra member for 429: exactly ok, error, message
-    assert_error(limited, 429, "rate_limited")
+    # docs/HTTP_API.md: the 429 body also carries retry_after (seconds), like the header
+    assert_error(limited, 429, "rate_limited", extra=("retry_after",))
+    assert limited.json()["retry_after"] >= 1
     ra = limited.headers.get("Retry-After")
     assert ra is not None and ra.isdigit() and int(ra) >= 1
     # public routes are not rate limited
