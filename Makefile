@@ -33,7 +33,7 @@ UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 DEPS     := $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(BUILD)/src/main.d $(LIB_SRC:%.c=build-fuzz/%.d)
 
-.PHONY: all clean test unit integration fuzz-replay fuzz bench soak deps test-deps
+.PHONY: all clean test unit integration fuzz-replay fuzz fuzz-build bench soak deps test-deps
 
 all: ayder
 
@@ -95,6 +95,13 @@ test:
 
 bench: ayder
 	bench/run
+
+# Longer runs of the randomized tiers (not in CI): more simulation seeds, more SIGKILL cycles,
+# and every fuzz target for FUZZ_SECONDS each.
+soak: ayder $(BUILD)/unit_tests
+	CORE_SIM_SEEDS=$${CORE_SIM_SEEDS:-5000} ./$(BUILD)/unit_tests core_sim
+	AYDER_SOAK=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration/test_durability.py
+	$(MAKE) fuzz FUZZ_SECONDS=$${FUZZ_SECONDS:-600}
 
 deps:
 	tools/install-deps build

@@ -14,7 +14,10 @@
 #include "http/server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,12 +47,37 @@ static void usage(FILE *f)
             "  --idle-timeout-ms N      idle keep-alive connection lifetime (60000)\n"
             "  --checkpoint-interval-ms N  checkpoint period (30000)\n"
             "  --segment-bytes N        journal and partition segment size (67108864)\n"
+            "  --min-free-bytes N       refuse writes (507) below this much free disk (67108864)\n"
             "environment:\n"
             "  RF_BEARER_TOKENS         tokens, 'tok[@scope+scope],...' (dev)\n"
             "  RF_AUTO_CREATE_TOPICS    1|0: produce creates unknown topics (1)\n"
             "  RF_DEFAULT_PARTITIONS    partitions of auto-created topics (8)\n"
             "  RF_RATE_LIMIT_RPS        per-token requests/s, 0 = off (0)\n"
             "  RF_RATE_LIMIT_BURST      per-token burst (= rps)\n");
+}
+
+/* One process per data directory: an exclusive flock on DATA/LOCK, held until exit. Two nodes
+ * writing one journal would corrupt it. */
+static int lock_data_dir(const char *dir)
+{
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        LOG_E("main", "cannot create data directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/LOCK", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        LOG_E("main", "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        LOG_E("main", "data directory %s is in use by another ayder process (%s is locked)", dir,
+              path);
+        close(fd);
+        return -1;
+    }
+    return fd; /* kept open for the life of the process */
 }
 
 static int parse_u64(const char *flag, const char *v, uint64_t min, uint64_t max, uint64_t *out)
@@ -115,6 +143,7 @@ int main(int argc, char **argv)
         NUM("--body-timeout-ms", 100, 3600000, hc.body_timeout_ms)
         NUM("--idle-timeout-ms", 100, 86400000, hc.idle_timeout_ms)
         NUM("--checkpoint-interval-ms", 0, 86400000, cc.checkpoint_interval_ms)
+        NUM("--min-free-bytes", 0, 1ull << 50, cc.min_free_bytes)
         if (strcmp(a, "--segment-bytes") == 0) {
             if (parse_u64(a, v, 1 << 16, 1ull << 30, &n))
                 return 2;
@@ -188,6 +217,10 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (lock_data_dir(cc.data_dir) < 0) {
+        auth_free(auth);
+        return 1;
+    }
     struct core *core;
     int rc = core_open(&cc, &core);
     if (rc) {

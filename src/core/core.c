@@ -72,6 +72,7 @@ struct core {
     bool sync_has_result;
     int sync_rc;
     bool stopping, stopped, sync_stop;
+    bool abort; /* test hook: stop without the final checkpoint (a simulated crash) */
     _Atomic uint32_t inflight;
     _Atomic uint64_t inflight_bytes;
 
@@ -88,7 +89,10 @@ struct core {
     uint64_t ticks;
 
     _Atomic int fatal;          /* sticky error (ERR_STORE_FAILED) */
-    _Atomic int nospace;
+    _Atomic int nospace;        /* journal write hit ENOSPC, or free space below the watermark */
+    bool nospace_journal, nospace_watermark;
+    uint64_t space_checked_ms;
+    int sync_errno;
     _Atomic bool ready;
     char why[256];
     pthread_mutex_t why_mu;
@@ -110,6 +114,7 @@ void core_config_default(struct core_config *c)
     c->checkpoint_journal_bytes = 256ull << 20;
     c->max_inflight = 100000;
     c->max_inflight_bytes = 1ull << 30;
+    c->min_free_bytes = 64ull << 20;
 }
 
 static char *join(const char *a, const char *b)
@@ -791,6 +796,19 @@ int core_open(const struct core_config *cfg, struct core **out)
     hmap_init(&c->seq);
     struct io_fs *fs = cfg->fs;
     int rc = io_mkdir(fs, cfg->data_dir);
+    /* The data dir's own entry must be durable too: fsync its parent. */
+    char *parent = xstrndup(cfg->data_dir, strlen(cfg->data_dir));
+    if (!rc && parent) {
+        char *slash = strrchr(parent, '/');
+        if (slash == parent)
+            slash[1] = 0;
+        else if (slash)
+            *slash = 0;
+        else
+            strcpy(parent, ".");
+        rc = io_sync_dir(fs, parent);
+    }
+    xfree(parent);
     c->journal_dir = join(cfg->data_dir, "journal");
     c->snap_dir = join(cfg->data_dir, "snapshot");
     if (!rc && (!c->journal_dir || !c->snap_dir))
@@ -875,9 +893,11 @@ static void *sync_main(void *arg)
         c->sync_tok = NULL;
         pthread_mutex_unlock(&c->mu);
         int rc = journal_sync_run(tok);
+        int e = io_last_errno(); /* thread-local: hand it to the core thread for the message */
         pthread_mutex_lock(&c->mu);
         c->sync_done_tok = tok;
         c->sync_rc = rc;
+        c->sync_errno = e;
         c->sync_has_result = true;
         pthread_cond_signal(&c->cond);
     }
@@ -900,9 +920,12 @@ static void fail_all(struct core *c, int err)
     }
 }
 
+static void check_space(struct core *c, bool force);
+
 static void tick(struct core *c)
 {
     int64_t now = clock_wall_ms();
+    check_space(c, true);
     /* Retention and TTL sweeps once a second (every 5th tick): both scan whole structures. */
     if (++c->ticks % 5 == 0) {
         broker_retention_scan(c->broker, now, retention_fn, c);
@@ -915,6 +938,38 @@ static void tick(struct core *c)
                js.bytes - c->journal_bytes_at_checkpoint >= c->cfg.checkpoint_journal_bytes;
     if (due)
         c->checkpoint_due = true; /* taken between rounds with no fsync in flight */
+}
+
+/* Entries that free space (or are tiny) stay allowed while the disk is nearly full, so an operator
+ * can make room through the API. */
+static bool frees_space(uint8_t type)
+{
+    return type == ENTRY_DELETE_BEFORE || type == ENTRY_TOPIC_DELETE || type == ENTRY_KV_DEL ||
+           type == ENTRY_KV_EXPIRE || type == ENTRY_RETENTION;
+}
+
+/* The free-space watermark: below min_free_bytes, new writes are refused with 507 before the
+ * disk is actually full, so neither the journal nor a partition log append runs out of space in
+ * the middle of an apply (which would have to stop the node). Checked at most every 10 ms. */
+static void check_space(struct core *c, bool force)
+{
+    uint64_t now = clock_mono_ms();
+    if (!c->cfg.min_free_bytes || (!force && now - c->space_checked_ms < 10))
+        return;
+    c->space_checked_ms = now;
+    uint64_t free_bytes;
+    if (io_free_bytes(c->cfg.fs, c->cfg.data_dir, &free_bytes))
+        return;
+    bool low = free_bytes < c->cfg.min_free_bytes;
+    if (low != c->nospace_watermark) {
+        c->nospace_watermark = low;
+        if (low)
+            LOG_E("core", "free space %" PRIu64 " bytes is below --min-free-bytes %" PRIu64
+                  ": writes refused (507) until space returns", free_bytes, c->cfg.min_free_bytes);
+        else
+            LOG_I("core", "free space is back (%" PRIu64 " bytes): writes accepted", free_bytes);
+    }
+    atomic_store(&c->nospace, c->nospace_journal || c->nospace_watermark);
 }
 
 static void *core_main(void *arg)
@@ -957,17 +1012,23 @@ static void *core_main(void *arg)
         if (have_sync) {
             c->sync_inflight = false;
             int rc = journal_sync_done(c->j, tok, sync_rc);
-            if (rc)
+            if (rc) {
+                io_set_last_errno(c->sync_errno);
                 set_fatal(c, rc, "journal fsync");
+            }
         }
         /* Order matters for latency: new entries are written and the next fsync is started
          * before the entries made durable by the previous one are applied and answered, so the
          * disk works while this thread does. */
         int fatal = atomic_load(&c->fatal);
+        if (in)
+            check_space(c, false);
         while (in) {
             struct proposal *p = in;
             in = p->next;
-            int rc = fatal ? fatal : sequence(c, p);
+            int rc = fatal                                          ? fatal
+                     : (c->nospace_watermark && !frees_space(p->type)) ? ERR_NOSPACE
+                                                                       : sequence(c, p);
             if (rc)
                 fail(c, p, rc);
             atomic_fetch_add_explicit(&c->st_proposals, 1, memory_order_relaxed);
@@ -975,15 +1036,17 @@ static void *core_main(void *arg)
         if (!atomic_load(&c->fatal)) {
             int rc = journal_flush(c->j);
             if (rc == ERR_NOSPACE) {
-                if (!atomic_exchange(&c->nospace, 1))
+                if (!c->nospace_journal)
                     LOG_E("core", "journal: no space left on device; writes refused until space returns");
+                c->nospace_journal = true;
             } else if (rc) {
                 set_fatal(c, rc, "journal write");
-            } else if (atomic_load(&c->nospace) &&
+            } else if (c->nospace_journal &&
                        journal_flushed_index(c->j) == journal_last_index(c->j)) {
-                atomic_store(&c->nospace, 0);
-                LOG_I("core", "journal: space is back; writes accepted again");
+                c->nospace_journal = false;
+                LOG_I("core", "journal: space is back; buffered entries written");
             }
+            atomic_store(&c->nospace, c->nospace_journal || c->nospace_watermark);
         }
         if (c->checkpoint_due && !c->sync_inflight && !atomic_load(&c->fatal)) {
             c->checkpoint_due = false;
@@ -1026,7 +1089,7 @@ static void *core_main(void *arg)
             }
         }
     }
-    if (!atomic_load(&c->fatal))
+    if (!atomic_load(&c->fatal) && !c->abort)
         checkpoint(c);
     return NULL;
 }
@@ -1039,6 +1102,12 @@ int core_start(struct core *c)
     if (pthread_create(&c->thread, NULL, core_main, c))
         return ERR_NOMEM;
     return 0;
+}
+
+void core_abort(struct core *c)
+{
+    c->abort = true;
+    core_stop(c);
 }
 
 void core_stop(struct core *c)
@@ -1080,7 +1149,7 @@ int core_propose(struct core *c, struct proposal *p)
     int f = atomic_load(&c->fatal);
     if (f)
         return f;
-    if (atomic_load(&c->nospace))
+    if (atomic_load(&c->nospace) && !frees_space(p->type))
         return ERR_NOSPACE;
     if (!atomic_load(&c->ready))
         return ERR_NOT_READY;

@@ -47,6 +47,7 @@ struct core_config {
     uint64_t checkpoint_journal_bytes;
     uint32_t max_inflight;           /* proposals not yet done; beyond -> ERR_OVERLOADED */
     uint64_t max_inflight_bytes;
+    uint64_t min_free_bytes;         /* refuse writes (507) while the data dir's disk has less */
 };
 
 void core_config_default(struct core_config *c);
@@ -79,6 +80,9 @@ int core_start(struct core *c);
 /* Stop accepting, finish everything in flight, write a checkpoint, join threads. */
 void core_stop(struct core *c);
 void core_close(struct core *c);
+/* Test hook: like core_stop, but without the final checkpoint, so what is on disk is exactly what
+ * a crash at this moment would leave (before the simulated file system drops unsynced data). */
+void core_abort(struct core *c);
 
 /* Any thread. 0: p->done will be called (at least with PROPOSAL_DONE). Otherwise an error and
  * done is never called: ERR_OVERLOADED, ERR_STORE_FAILED, ERR_NOSPACE, ERR_NOT_READY. */

@@ -19,6 +19,8 @@
 #ifndef AYDER_IO_IO_H
 #define AYDER_IO_IO_H
 
+#include "base/err.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,6 +52,8 @@ struct io_fs_ops {
     int (*sync_dir)(struct io_fs *fs, const char *path);
     int (*list)(struct io_fs *fs, const char *dir, io_list_fn fn, void *ctx);
     int (*exists)(struct io_fs *fs, const char *path); /* 1, 0, or negative error */
+    /* Optional (NULL = unknown): bytes available to this process on path's file system. */
+    int (*free_bytes)(struct io_fs *fs, const char *path, uint64_t *out);
 };
 
 struct io_fs {
@@ -74,6 +78,11 @@ static inline int io_rmdir(struct io_fs *fs, const char *path) { return fs->ops-
 static inline int io_sync_dir(struct io_fs *fs, const char *path) { return fs->ops->sync_dir(fs, path); }
 static inline int io_list(struct io_fs *fs, const char *dir, io_list_fn fn, void *ctx) { return fs->ops->list(fs, dir, fn, ctx); }
 static inline int io_exists(struct io_fs *fs, const char *path) { return fs->ops->exists(fs, path); }
+/* ERR_NOT_IMPLEMENTED when the file system cannot tell. */
+static inline int io_free_bytes(struct io_fs *fs, const char *path, uint64_t *out)
+{
+    return fs->ops->free_bytes ? fs->ops->free_bytes(fs, path, out) : ERR_NOT_IMPLEMENTED;
+}
 
 /* Read exactly n bytes at off; ERR_EOF if the file is shorter. */
 int io_pread_full(struct io_file *f, void *buf, size_t n, uint64_t off);

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 struct posix_file {
@@ -199,10 +200,21 @@ static int p_exists(struct io_fs *fs, const char *path)
     return errno == ENOENT ? 0 : fail(errno);
 }
 
+static int p_free_bytes(struct io_fs *fs, const char *path, uint64_t *out)
+{
+    (void)fs;
+    struct statvfs st;
+    if (statvfs(path, &st) < 0)
+        return fail(errno);
+    *out = (uint64_t)st.f_bavail * (uint64_t)st.f_frsize;
+    return 0;
+}
+
 static const struct io_fs_ops posix_ops = {
     .open = p_open, .close = p_close, .pread = p_pread, .pwrite = p_pwrite, .sync = p_sync,
     .truncate = p_truncate, .size = p_size, .unlink = p_unlink, .rename = p_rename,
     .mkdir = p_mkdir, .rmdir = p_rmdir, .sync_dir = p_sync_dir, .list = p_list, .exists = p_exists,
+    .free_bytes = p_free_bytes,
 };
 
 static struct io_fs posix_fs = {&posix_ops};

@@ -48,7 +48,10 @@ class Node:
         log = open(self.log_path, "ab")
         cmd = self.wrapper + [BINARY, "--port", str(self.port), "--bind", "127.0.0.1",
                               "--data-dir", self.data_dir, "--log-level", "info"] + self.args
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env)
+        # Own session: kill()/stop() signal the whole group, so a wrapper (strace) and the ayder
+        # under it go together.
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env,
+                                     start_new_session=True)
         log.close()
         if wait:
             self.wait_ready(timeout)
@@ -77,18 +80,29 @@ class Node:
         except OSError:
             return ""
 
+    def _signal_group(self, sig):
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
     def kill(self):
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            self._signal_group(signal.SIGKILL)
             self.proc.wait(timeout=30)
+        if self.proc and self.wrapper:
+            self._signal_group(signal.SIGKILL)  # anything left under a wrapper
 
     def stop(self, timeout=30):
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            if self.wrapper:
+                self._signal_group(signal.SIGTERM)
+            else:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGKILL)
+                self._signal_group(signal.SIGKILL)
                 self.proc.wait(timeout=30)
         return self.proc.returncode if self.proc else None
 

@@ -1,18 +1,15 @@
 """Damaged data directories crafted by the test: what the real binary must do with each.
 
-| damage                                              | expected                                      |
-|-----------------------------------------------------|-----------------------------------------------|
-| last journal entry cut in the middle (torn tail)    | starts; entries before it are there; the torn  |
-|                                                     | one is gone; its offset is reused              |
-| one byte flipped in a journal entry with valid      | refuses to start (exit != 0, log says corrupt):|
-| entries after it                                    | never silently drops acknowledged data         |
-| a partition's .idx files deleted                    | starts and serves everything (index rebuilt)   |
-| zero-length journal segment at the end              | starts; data there; writes continue            |
-| partition .log cut short, journal still holds data  | starts and serves every acknowledged record    |
-| (no checkpoint yet)                                 | (repaired from the journal)                    |
-| `ayder logcheck DIR`                                | exit 0 and "ok" on a clean dir; exit != 0 and  |
-|                                                     | names the damage on a damaged one              |
-| `ayder logdump <segment>`                           | prints one line per journal entry / batch      |
+- last journal entry cut in the middle (torn tail): starts; entries before it are there, the torn
+  one is gone and its offset is reused.
+- one byte flipped in a journal entry with valid entries after it: refuses to start (exit != 0, log
+  says corrupt) and leaves the file as it was: never silently drops acknowledged data.
+- a partition's .idx files deleted: starts and serves everything (index rebuilt).
+- zero-length journal segment at the end: starts; data there; writes continue.
+- partition .log cut short while the journal still holds the data (no checkpoint yet): starts and
+  serves every acknowledged record (repaired from the journal).
+- `ayder logcheck DIR`: exit 0 and "ok" on a clean dir; exit != 0 naming the damage otherwise.
+- `ayder logdump <segment>`: one line per journal entry / partition batch.
 
 Writes are made with SIGKILL afterwards (not SIGTERM) where the journal must still hold them: a clean
 shutdown takes a checkpoint, after which the journal may be trimmed.

@@ -5,7 +5,8 @@ short of losing the disk):
 
 1. test_sigkill_cycles: many cycles of start -> concurrent producers (single, NDJSON batches of 10,
    some with idempotency keys) -> SIGKILL at a random moment -> restart -> history check.
-2. test_power_loss_cycles: the same, but the node runs under tools/fsync-shim (LD_PRELOAD), and after
+2. test_power_loss_cycles: the same, but the node runs under tools/fsync-shim (LD_PRELOAD), and
+   after
    SIGKILL every file is cut back to its size at its last successful fsync (sometimes with part of
    the unsynced tail kept or garbled) and files/directories whose creation was never made durable by
    a directory fsync are removed, as a power cut would do.
@@ -38,7 +39,7 @@ import time
 import pytest
 import requests
 
-from conftest import AUTH, ROOT, Node
+from conftest import AUTH, ROOT
 
 SOAK = os.environ.get("AYDER_SOAK", "") not in ("", "0")
 SEED = int(os.environ.get("AYDER_SEED", "0")) or random.randrange(1, 1 << 30)
@@ -225,14 +226,16 @@ def check_history(node, hist):
         expect = 0
         for off, val in recs:
             if off != expect:
-                problems.append("p%d: hole/backward: offset %d where %d expected" % (p, off, expect))
+                problems.append("p%d: hole/backward: offset %d where %d expected"
+                                % (p, off, expect))
             expect = off + 1
             if val in where:
                 problems.append("duplicate value %r at p%d@%d and p%d@%d"
                                 % (val[:40], where[val][0], where[val][1], p, off))
             where[val] = (p, off)
         if latest.get(p) != expect:
-            problems.append("p%d: latest_offset %s but records end at %d" % (p, latest.get(p), expect))
+            problems.append("p%d: latest_offset %s but records end at %d"
+                            % (p, latest.get(p), expect))
     written = set()
     lost = 0
     for op in hist.ops:
@@ -426,7 +429,7 @@ def power_loss(data_dir, state_path, baseline, rng, stats):
 
 
 def test_power_loss_cycles(make_node, data_dir, capsys, fsync_shim, tmp_path):
-    cycles = scaled(12)
+    cycles = scaled(25)
     rng = random.Random("%d-power" % SEED)
     args = ["--checkpoint-interval-ms", "500", "--segment-bytes", "65536"]
     os.makedirs(data_dir)  # the data dir itself exists before the node (its parent is not ayder's)
@@ -530,8 +533,8 @@ def test_fsync_eio(make_node, data_dir, tmp_path, when):
         with open(trace) as f:
             injected = [ln for ln in f if "INJECTED" in ln]
         assert injected, "strace never injected EIO (fdatasync not used?)"
-        assert failed_at is not None, ("an fdatasync failed with EIO but every produce still answered "
-                                       "200 durable:true; strace:\n%s\nlog:\n%s"
+        assert failed_at is not None, ("an fdatasync failed with EIO but every produce still "
+                                       "answered 200 durable:true; strace:\n%s\nlog:\n%s"
                                        % ("".join(injected), node.log()))
         # sticky: nothing is acknowledged any more
         for i in range(5):
@@ -578,7 +581,8 @@ def test_enospc(make_node, small_tmpfs, capsys):
     with open(ballast, "wb") as f:
         f.write(b"\xab" * (2 << 20))
     data = os.path.join(small_tmpfs, "data")
-    node = make_node(data=data, args=["--segment-bytes", "1048576"])
+    # The 507 watermark is --min-free-bytes (64 MiB by default): 2 MiB on this 8 MiB tmpfs.
+    node = make_node(data=data, args=["--segment-bytes", "1048576", "--min-free-bytes", "2097152"])
     node.start()
     hist = History()
     value = os.urandom(32 * 1024).hex()  # 64 KiB of text
@@ -615,7 +619,8 @@ def test_enospc(make_node, small_tmpfs, capsys):
         log = node.log()
         os.unlink(ballast)
         node.kill()
-        node2 = make_node(data=data, port=node.port, args=["--segment-bytes", "1048576"])
+        node2 = make_node(data=data, port=node.port,
+                          args=["--segment-bytes", "1048576", "--min-free-bytes", "2097152"])
         node2.start()
         check_history(node2, hist)
         r = node2.post("/broker/topics/%s/produce" % TOPIC, params={"partition": "0"}, data=b"z")
@@ -648,7 +653,8 @@ def test_enospc(make_node, small_tmpfs, capsys):
     assert node.get("/health").status_code == 200
     check_history(node, hist)
     node.kill()
-    node2 = make_node(data=data, port=node.port, args=["--segment-bytes", "1048576"])
+    node2 = make_node(data=data, port=node.port,
+                      args=["--segment-bytes", "1048576", "--min-free-bytes", "2097152"])
     node2.start()
     check_history(node2, hist)
     assert node2.stop() == 0

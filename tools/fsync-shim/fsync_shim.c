@@ -5,12 +5,13 @@
  * renameat, unlink/unlinkat, mkdir/mkdirat, ftruncate) and appends one text record per event to the
  * file named by FSYNC_SHIM_STATE. Records (paths are absolute, the directory part canonical):
  *
- *     C <path>           a regular file was created (open with O_CREAT of a name that did not exist)
+ *     C <path>           a regular file was created (O_CREAT open of a name that did not exist)
  *     M <path>           a directory was created
  *     S <size> <path>    a regular file was fsynced/fdatasynced; <size> is its size just BEFORE the
  *                        call started, so every byte below it was written before the sync began
  *     d <id> <path>      a directory fsync is about to start (id unique in this process)
- *     D <id>             ... and it succeeded: every C/M/R under <path> recorded before the matching
+ *     D <id>             ... and it succeeded: every C/M/R under <path> recorded before the
+ *                        matching
  *                        "d" is now durably linked
  *     R <old> <new>      a rename succeeded
  *     U <path>           an unlink succeeded
