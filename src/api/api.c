@@ -941,66 +941,127 @@ static void answer_simple(struct rctx *x, int phase)
     respond_json(x, 200, &b);
 }
 
-static void h_commit(struct rctx *x)
+/* Writes whose request is a JSON object: parse it (bounded), let `encode` validate it and build
+ * the journal payload (false = it already answered the error), then hand it to the core. */
+typedef bool (*json_encode_fn)(struct rctx *x, json_t *j, struct sbuf *payload);
+
+static void json_write(struct rctx *x, uint8_t type, json_encode_fn encode)
 {
     json_t *j = json_body(x);
     if (!j)
         return;
+    sbuf_init(&x->prop.payload, 0);
+    bool ok = encode(x, j, &x->prop.payload);
+    json_decref(j);
+    if (!ok) {
+        sbuf_free(&x->prop.payload);
+        return;
+    }
+    start_write(x, type);
+}
+
+static bool enc_commit(struct rctx *x, json_t *j, struct sbuf *out)
+{
     struct entry_commit e = {0};
     uint64_t part = 0;
     if (!json_str(j, "topic", &e.topic) || !json_str(j, "group", &e.group) ||
         !json_u64(j, "partition", BROKER_PARTITIONS_MAX - 1, &part) ||
         !json_u64(j, "offset", INT64_MAX, &e.offset)) {
-        json_decref(j);
         respond_error(x, ERR_MISSING_FIELDS, "Required fields: topic (string), group (string), "
                                              "partition (integer 0..1023), offset (integer >= 0)");
-        return;
+        return false;
     }
     if (!check_name(x, e.topic, BROKER_TOPIC_NAME_MAX, "Topic name") ||
-        !check_name(x, e.group, BROKER_GROUP_NAME_MAX, "Group name")) {
-        json_decref(j);
-        return;
-    }
+        !check_name(x, e.group, BROKER_GROUP_NAME_MAX, "Group name"))
+        return false;
     e.partition = (uint32_t)part;
     e.ts_ms = clock_wall_ms();
-    sbuf_init(&x->prop.payload, 0);
-    entry_commit_encode(&x->prop.payload, &e);
-    json_decref(j);
-    start_write(x, ENTRY_COMMIT);
+    entry_commit_encode(out, &e);
+    return true;
 }
 
-static void h_topics_create(struct rctx *x)
+static bool enc_topic_create(struct rctx *x, json_t *j, struct sbuf *out)
 {
-    json_t *j = json_body(x);
-    if (!j)
-        return;
     struct entry_topic e = {0};
     uint64_t parts = x->api->cfg.default_partitions;
     if (!json_str(j, "name", &e.name)) {
-        json_decref(j);
         respond_error(x, ERR_MISSING_FIELDS, "Required field: name (string)");
-        return;
+        return false;
     }
-    if (json_object_get(j, "partitions") && !json_u64(j, "partitions", BROKER_PARTITIONS_MAX, &parts)) {
-        json_decref(j);
+    if ((json_object_get(j, "partitions") &&
+         !json_u64(j, "partitions", BROKER_PARTITIONS_MAX, &parts)) || parts == 0) {
         respond_error(x, ERR_BAD_PARAM, "partitions must be an integer in 1..1024");
-        return;
+        return false;
     }
-    if (parts == 0) {
-        json_decref(j);
-        respond_error(x, ERR_BAD_PARAM, "partitions must be an integer in 1..1024");
-        return;
-    }
-    if (!check_name(x, e.name, BROKER_TOPIC_NAME_MAX, "Topic name")) {
-        json_decref(j);
-        return;
-    }
+    if (!check_name(x, e.name, BROKER_TOPIC_NAME_MAX, "Topic name"))
+        return false;
     e.partitions = (uint32_t)parts;
     e.ts_ms = clock_wall_ms();
-    sbuf_init(&x->prop.payload, 0);
-    entry_topic_encode(&x->prop.payload, &e);
-    json_decref(j);
-    start_write(x, ENTRY_TOPIC_CREATE);
+    entry_topic_encode(out, &e);
+    return true;
+}
+
+static bool enc_delete_before(struct rctx *x, json_t *j, struct sbuf *out)
+{
+    struct entry_delete_before e = {0};
+    uint64_t part;
+    if (!json_str(j, "topic", &e.topic) ||
+        !json_u64(j, "partition", BROKER_PARTITIONS_MAX - 1, &part) ||
+        !json_u64(j, "before_offset", INT64_MAX, &e.before)) {
+        respond_error(x, ERR_MISSING_FIELDS, "Required fields: topic (string), partition (integer), "
+                                             "before_offset (integer >= 0)");
+        return false;
+    }
+    if (!check_name(x, e.topic, BROKER_TOPIC_NAME_MAX, "Topic name"))
+        return false;
+    e.partition = (uint32_t)part;
+    e.ts_ms = clock_wall_ms();
+    entry_delete_before_encode(out, &e);
+    return true;
+}
+
+static bool enc_retention(struct rctx *x, json_t *j, struct sbuf *out)
+{
+    struct entry_retention e = {0};
+    e.ttl_ms = e.max_bytes = RETENTION_UNSET;
+    e.partition = RETENTION_ALL_PARTITIONS;
+    if (!json_object_get(j, "topic")) {
+        e.topic = SLICE_LIT("*");
+    } else if (!json_str(j, "topic", &e.topic)) {
+        respond_error(x, ERR_MISSING_FIELDS, "topic must be a string (a topic name or \"*\")");
+        return false;
+    }
+    bool all = slice_eq_cstr(e.topic, "*");
+    if (!all && !check_name(x, e.topic, BROKER_TOPIC_NAME_MAX, "Topic name"))
+        return false;
+    uint64_t v;
+    bool bad = false;
+    if (json_object_get(j, "partition")) {
+        if (all || !json_u64(j, "partition", BROKER_PARTITIONS_MAX - 1, &v))
+            bad = true;
+        else
+            e.partition = (uint32_t)v;
+    }
+    if (json_object_get(j, "ttl_ms")) {
+        if (!json_u64(j, "ttl_ms", INT64_MAX, &v))
+            bad = true;
+        else
+            e.ttl_ms = (int64_t)v;
+    }
+    if (json_object_get(j, "max_bytes")) {
+        if (!json_u64(j, "max_bytes", INT64_MAX, &v))
+            bad = true;
+        else
+            e.max_bytes = (int64_t)v;
+    }
+    if (bad || (e.ttl_ms == RETENTION_UNSET && e.max_bytes == RETENTION_UNSET)) {
+        respond_error(x, ERR_BAD_PARAM, "Give ttl_ms and/or max_bytes (integers >= 0; 0 removes the "
+                                        "limit); partition (integer) only with a named topic");
+        return false;
+    }
+    e.ts_ms = clock_wall_ms();
+    entry_retention_encode(out, &e);
+    return true;
 }
 
 static void h_topic_delete(struct rctx *x, const struct route_match *m)
@@ -1136,85 +1197,6 @@ static void h_group(struct rctx *x, const struct route_match *m)
     jw_arr_close(&w);
     jw_obj_close(&w);
     respond_json(x, 200, &b);
-}
-
-static void h_delete_before(struct rctx *x)
-{
-    json_t *j = json_body(x);
-    if (!j)
-        return;
-    struct entry_delete_before e = {0};
-    uint64_t part;
-    if (!json_str(j, "topic", &e.topic) || !json_u64(j, "partition", BROKER_PARTITIONS_MAX - 1, &part) ||
-        !json_u64(j, "before_offset", INT64_MAX, &e.before)) {
-        json_decref(j);
-        respond_error(x, ERR_MISSING_FIELDS, "Required fields: topic (string), partition (integer), "
-                                             "before_offset (integer >= 0)");
-        return;
-    }
-    if (!check_name(x, e.topic, BROKER_TOPIC_NAME_MAX, "Topic name")) {
-        json_decref(j);
-        return;
-    }
-    e.partition = (uint32_t)part;
-    e.ts_ms = clock_wall_ms();
-    sbuf_init(&x->prop.payload, 0);
-    entry_delete_before_encode(&x->prop.payload, &e);
-    json_decref(j);
-    start_write(x, ENTRY_DELETE_BEFORE);
-}
-
-static void h_retention(struct rctx *x)
-{
-    json_t *j = json_body(x);
-    if (!j)
-        return;
-    struct entry_retention e = {0};
-    e.ttl_ms = e.max_bytes = RETENTION_UNSET;
-    e.partition = RETENTION_ALL_PARTITIONS;
-    if (!json_object_get(j, "topic"))
-        e.topic = SLICE_LIT("*");
-    else if (!json_str(j, "topic", &e.topic)) {
-        json_decref(j);
-        respond_error(x, ERR_MISSING_FIELDS, "topic must be a string (a topic name or \"*\")");
-        return;
-    }
-    bool all = slice_eq_cstr(e.topic, "*");
-    if (!all && !check_name(x, e.topic, BROKER_TOPIC_NAME_MAX, "Topic name")) {
-        json_decref(j);
-        return;
-    }
-    uint64_t v;
-    bool bad = false;
-    if (json_object_get(j, "partition")) {
-        if (all || !json_u64(j, "partition", BROKER_PARTITIONS_MAX - 1, &v))
-            bad = true;
-        else
-            e.partition = (uint32_t)v;
-    }
-    if (json_object_get(j, "ttl_ms")) {
-        if (!json_u64(j, "ttl_ms", INT64_MAX, &v))
-            bad = true;
-        else
-            e.ttl_ms = (int64_t)v;
-    }
-    if (json_object_get(j, "max_bytes")) {
-        if (!json_u64(j, "max_bytes", INT64_MAX, &v))
-            bad = true;
-        else
-            e.max_bytes = (int64_t)v;
-    }
-    if (bad || (e.ttl_ms == RETENTION_UNSET && e.max_bytes == RETENTION_UNSET)) {
-        json_decref(j);
-        respond_error(x, ERR_BAD_PARAM, "Give ttl_ms and/or max_bytes (integers >= 0; 0 removes the "
-                                        "limit); partition (integer) only with a named topic");
-        return;
-    }
-    e.ts_ms = clock_wall_ms();
-    sbuf_init(&x->prop.payload, 0);
-    entry_retention_encode(&x->prop.payload, &e);
-    json_decref(j);
-    start_write(x, ENTRY_RETENTION);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1566,15 +1548,15 @@ void api_handle(void *ctx, struct http_req *req)
     case R_PRODUCE: h_produce(x, &m); break;
     case R_PRODUCE_NDJSON: h_produce_ndjson(x, &m); break;
     case R_CONSUME: h_consume(x, &m); break;
-    case R_COMMIT: h_commit(x); break;
-    case R_TOPICS_CREATE: h_topics_create(x); break;
+    case R_COMMIT: json_write(x, ENTRY_COMMIT, enc_commit); break;
+    case R_TOPICS_CREATE: json_write(x, ENTRY_TOPIC_CREATE, enc_topic_create); break;
     case R_TOPICS_LIST: h_topics_list(x); break;
     case R_TOPIC_GET: h_topic_get(x, &m); break;
     case R_TOPIC_DELETE: h_topic_delete(x, &m); break;
     case R_GROUP:
     case R_GROUP_TOPIC: h_group(x, &m); break;
-    case R_DELETE_BEFORE: h_delete_before(x); break;
-    case R_RETENTION: h_retention(x); break;
+    case R_DELETE_BEFORE: json_write(x, ENTRY_DELETE_BEFORE, enc_delete_before); break;
+    case R_RETENTION: json_write(x, ENTRY_RETENTION, enc_retention); break;
     case R_KV_LIST: h_kv_list(x, &m); break;
     case R_KV_GET: h_kv_get(x, &m); break;
     case R_KV_PUT:

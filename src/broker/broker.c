@@ -662,6 +662,22 @@ static int apply_topic_delete(struct broker *b, struct slice payload, struct app
     return 0;
 }
 
+/* The partition an entry names, or NULL with res->err set (deterministic rejection). */
+static struct partition *entry_partition(struct broker *b, struct slice topic, uint32_t partition,
+                                         struct apply_result *res)
+{
+    struct topic *t = topic_get(b, topic);
+    if (!t) {
+        res->err = ERR_NO_TOPIC;
+        return NULL;
+    }
+    if (partition >= t->nparts) {
+        res->err = ERR_BAD_PARTITION;
+        return NULL;
+    }
+    return &t->parts[partition];
+}
+
 static int apply_commit(struct broker *b, struct slice payload, struct apply_result *res)
 {
     struct entry_commit e;
@@ -670,15 +686,8 @@ static int apply_commit(struct broker *b, struct slice payload, struct apply_res
         res->err = ERR_CORRUPT;
         return 0;
     }
-    struct topic *t = topic_get(b, e.topic);
-    if (!t) {
-        res->err = ERR_NO_TOPIC;
+    if (!entry_partition(b, e.topic, e.partition, res))
         return 0;
-    }
-    if (e.partition >= t->nparts) {
-        res->err = ERR_BAD_PARTITION;
-        return 0;
-    }
     uint8_t k[OFFSET_KEY_MAX];
     size_t kl = offset_key(k, e.topic, e.group, e.partition);
     pthread_mutex_lock(&b->off_mu);
@@ -701,16 +710,9 @@ static int apply_delete_before(struct broker *b, struct slice payload, struct ap
         res->err = ERR_CORRUPT;
         return 0;
     }
-    struct topic *t = topic_get(b, e.topic);
-    if (!t) {
-        res->err = ERR_NO_TOPIC;
+    struct partition *p = entry_partition(b, e.topic, e.partition, res);
+    if (!p)
         return 0;
-    }
-    if (e.partition >= t->nparts) {
-        res->err = ERR_BAD_PARTITION;
-        return 0;
-    }
-    struct partition *p = &t->parts[e.partition];
     /* Staged records of this round must reach the log first so the floor applies in order. */
     if (p->touched) {
         int rc = broker_round_end(b);

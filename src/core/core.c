@@ -379,6 +379,18 @@ static int sequence_produce(struct core *c, struct proposal *p)
     return 0;
 }
 
+/* The topic exists in the sequencer view and the partition is in range (any partition passes
+ * for RETENTION_ALL_PARTITIONS). */
+static int seq_check(struct core *c, struct slice topic, uint32_t partition)
+{
+    struct seq_topic *t = seq_get(c, topic);
+    if (!t)
+        return ERR_NO_TOPIC;
+    if (partition != RETENTION_ALL_PARTITIONS && partition >= t->nparts)
+        return ERR_BAD_PARTITION;
+    return 0;
+}
+
 static int sequence(struct core *c, struct proposal *p)
 {
     struct slice pl = slice_of(p->payload.data, p->payload.len);
@@ -415,42 +427,28 @@ static int sequence(struct core *c, struct proposal *p)
         return rc;
     }
     case ENTRY_COMMIT: {
-        struct entry_commit e;
-        if (entry_commit_decode(pl, &e))
-            return ERR_INVALID;
-        struct seq_topic *t = seq_get(c, e.topic);
-        if (!t)
-            return ERR_NO_TOPIC;
-        if (e.partition >= t->nparts)
-            return ERR_BAD_PARTITION;
         /* Like Kafka, a commit may name any offset, also one beyond the log end: it is the
          * group's bookmark, not a claim about the log (the seed's example commits 10 after one
          * message). */
-        return append(c, p);
+        struct entry_commit e;
+        if (entry_commit_decode(pl, &e))
+            return ERR_INVALID;
+        int rc = seq_check(c, e.topic, e.partition);
+        return rc ? rc : append(c, p);
     }
     case ENTRY_DELETE_BEFORE: {
         struct entry_delete_before e;
         if (entry_delete_before_decode(pl, &e))
             return ERR_INVALID;
-        struct seq_topic *t = seq_get(c, e.topic);
-        if (!t)
-            return ERR_NO_TOPIC;
-        if (e.partition >= t->nparts)
-            return ERR_BAD_PARTITION;
-        return append(c, p);
+        int rc = seq_check(c, e.topic, e.partition);
+        return rc ? rc : append(c, p);
     }
     case ENTRY_RETENTION: {
         struct entry_retention e;
         if (entry_retention_decode(pl, &e))
             return ERR_INVALID;
-        if (!slice_eq_cstr(e.topic, "*")) {
-            struct seq_topic *t = seq_get(c, e.topic);
-            if (!t)
-                return ERR_NO_TOPIC;
-            if (e.partition != RETENTION_ALL_PARTITIONS && e.partition >= t->nparts)
-                return ERR_BAD_PARTITION;
-        }
-        return append(c, p);
+        int rc = slice_eq_cstr(e.topic, "*") ? 0 : seq_check(c, e.topic, e.partition);
+        return rc ? rc : append(c, p);
     }
     case ENTRY_KV_PUT:
     case ENTRY_KV_DEL:
