@@ -48,6 +48,7 @@ static void usage(FILE *f)
             "  --checkpoint-interval-ms N  checkpoint period (30000)\n"
             "  --segment-bytes N        journal and partition segment size (67108864)\n"
             "  --min-free-bytes N       refuse writes (507) below this much free disk (67108864)\n"
+            "  --journal-preallocate 0|1  zero-filled spare journal segments (1)\n"
             "environment:\n"
             "  RF_BEARER_TOKENS         tokens, 'tok[@scope+scope],...' (dev)\n"
             "  RF_AUTO_CREATE_TOPICS    1|0: produce creates unknown topics (1)\n"
@@ -144,6 +145,7 @@ int main(int argc, char **argv)
         NUM("--idle-timeout-ms", 100, 86400000, hc.idle_timeout_ms)
         NUM("--checkpoint-interval-ms", 0, 86400000, cc.checkpoint_interval_ms)
         NUM("--min-free-bytes", 0, 1ull << 50, cc.min_free_bytes)
+        NUM("--journal-preallocate", 0, 1, cc.journal.use_spare)
         if (strcmp(a, "--segment-bytes") == 0) {
             if (parse_u64(a, v, 1 << 16, 1ull << 30, &n))
                 return 2;

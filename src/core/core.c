@@ -62,10 +62,12 @@ struct core {
     struct kv *kv;
     struct hmap seq; /* name -> struct seq_topic */
 
-    pthread_t thread, sync_thread;
+    pthread_t thread, sync_thread, prealloc_thread;
+    bool prealloc_started;
     pthread_mutex_t mu;
     pthread_cond_t cond;        /* core thread waits here */
     pthread_cond_t sync_cond;   /* sync thread waits here */
+    pthread_cond_t cond_prealloc; /* preallocator waits here (CLOCK_MONOTONIC) */
     struct proposal *in_head, *in_tail; /* incoming (under mu) */
     struct journal_sync *sync_tok;       /* handed to the sync thread (under mu) */
     struct journal_sync *sync_done_tok;  /* returned by the sync thread (under mu) */
@@ -107,6 +109,7 @@ void core_config_default(struct core_config *c)
     c->fs = io_posix_fs();
     c->data_dir = "./ayder-data";
     c->journal.segment_bytes = JOURNAL_SEGMENT_BYTES_DEFAULT;
+    c->journal.use_spare = true;
     kv_limits_default(&c->kv);
     c->default_partitions = 8;
     c->auto_create_topics = true;
@@ -789,6 +792,7 @@ int core_open(const struct core_config *cfg, struct core **out)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&c->cond, &ca);
+    pthread_cond_init(&c->cond_prealloc, &ca);
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&c->sync_cond, NULL);
     hmap_init(&c->seq);
@@ -875,6 +879,39 @@ fail:
 
 /* ------------------------------------------------------------------------------------------ */
 /* Threads                                                                                     */
+
+/* The preallocator: keeps one zero-filled spare journal segment ready (journal_make_spare), so a
+ * new segment's fsyncs overwrite written blocks instead of growing the file (about twice as fast
+ * on ext4). Polls every 50 ms; a roll that finds no spare simply creates the segment empty. */
+static void *prealloc_main(void *arg)
+{
+    struct core *c = arg;
+    bool warned = false;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stopping) {
+        pthread_mutex_unlock(&c->mu);
+        int rc = journal_make_spare(c->cfg.fs, c->journal_dir, c->cfg.journal.segment_bytes
+                                                                   ? c->cfg.journal.segment_bytes
+                                                                   : JOURNAL_SEGMENT_BYTES_DEFAULT);
+        if (rc < 0 && !warned) {
+            LOG_W("core", "journal preallocation failed: %s (segments are created empty)",
+                  err_message(rc));
+            warned = true;
+        }
+        pthread_mutex_lock(&c->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 50 * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        if (!c->stopping)
+            pthread_cond_timedwait(&c->cond_prealloc, &c->mu, &ts);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
 
 /* The sync thread: takes one token at a time, fsyncs, hands the result back. The core thread
  * hands out the next token only after consuming the previous result. */
@@ -1097,6 +1134,11 @@ int core_start(struct core *c)
     atomic_store(&c->ready, true);
     if (pthread_create(&c->sync_thread, NULL, sync_main, c))
         return ERR_NOMEM;
+    if (c->cfg.journal.use_spare) {
+        if (pthread_create(&c->prealloc_thread, NULL, prealloc_main, c))
+            return ERR_NOMEM;
+        c->prealloc_started = true;
+    }
     if (pthread_create(&c->thread, NULL, core_main, c))
         return ERR_NOMEM;
     return 0;
@@ -1114,8 +1156,11 @@ void core_stop(struct core *c)
     pthread_mutex_lock(&c->mu);
     c->stopping = true;
     pthread_cond_signal(&c->cond);
+    pthread_cond_signal(&c->cond_prealloc);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->thread, NULL);
+    if (c->prealloc_started)
+        pthread_join(c->prealloc_thread, NULL);
     pthread_mutex_lock(&c->mu);
     c->sync_stop = true;
     c->stopped = true;
@@ -1139,6 +1184,7 @@ void core_close(struct core *c)
     pthread_mutex_destroy(&c->why_mu);
     pthread_cond_destroy(&c->cond);
     pthread_cond_destroy(&c->sync_cond);
+    pthread_cond_destroy(&c->cond_prealloc);
     xfree(c);
 }
 

@@ -45,6 +45,7 @@ struct journal_iter;
 
 struct journal_opts {
     uint64_t segment_bytes; /* roll threshold; 0 = JOURNAL_SEGMENT_BYTES_DEFAULT; min 4096 */
+    bool use_spare;         /* start new segments from DIR/spare when present (journal_make_spare) */
 };
 
 struct journal_recovery {
@@ -130,6 +131,16 @@ struct journal_stats {
     uint64_t segments, bytes, syncs, sync_ns_total, entries_written;
 };
 void journal_stats(const struct journal *j, struct journal_stats *st);
+
+/* Preallocation. fdatasync after overwriting already-written blocks needs no metadata journal
+ * commit, so it is about twice as fast as after an append (docs/BENCHMARKS.md). journal_make_spare
+ * writes DIR/spare.tmp full of zeros (segment_bytes long), fsyncs it and renames it to DIR/spare;
+ * it touches nothing else of the journal and may run on any thread, concurrently with the owner.
+ * With opts.use_spare, a new segment is made by renaming DIR/spare to its name (then the header is
+ * written over the zeros); without a spare it is created empty as usual. Recovery treats an
+ * all-zero tail of a segment as unused space, not as damage. Returns 0, or 1 if a spare already
+ * exists, or an error. */
+int journal_make_spare(struct io_fs *fs, const char *dir, uint64_t segment_bytes);
 
 /* Tools. dump_segment prints the header and one line per entry of one segment file; it returns
  * ERR_CORRUPT at the first bad entry (after printing where). check_dir verifies a whole journal

@@ -231,6 +231,41 @@ void jscan_entries(struct jwindow *w, const struct jseg_header *sh, jscan_fn fn,
     }
 }
 
+/* Offset of the first non-zero byte at or after off (w->size if none); *rc on a read error. */
+static uint64_t next_nonzero(struct jwindow *w, uint64_t off, int *rc)
+{
+    while (off < w->size) {
+        uint64_t left = w->size - off;
+        size_t n = left < JSCAN_WINDOW_BYTES ? (size_t)left : JSCAN_WINDOW_BYTES;
+        const uint8_t *p = jwindow_get(w, off, n, rc);
+        if (!p)
+            return w->size;
+        size_t i = 0;
+        while (i + 8 <= n) {
+            uint64_t v;
+            memcpy(&v, p + i, 8);
+            if (v)
+                break;
+            i += 8;
+        }
+        while (i < n && p[i] == 0)
+            i++;
+        if (i < n)
+            return off + i;
+        off += n;
+    }
+    return w->size;
+}
+
+int jscan_zero_tail(struct jwindow *w, uint64_t from)
+{
+    int rc = 0;
+    uint64_t nz = next_nonzero(w, from, &rc);
+    if (rc)
+        return rc;
+    return nz == w->size;
+}
+
 int jscan_find_valid_after(struct jwindow *w, uint64_t bad_off, uint64_t expected_index,
                            uint64_t *found_off, uint64_t *found_index)
 {
@@ -244,6 +279,19 @@ int jscan_find_valid_after(struct jwindow *w, uint64_t bad_off, uint64_t expecte
         const uint8_t *p = jwindow_get(w, off, JOURNAL_ENTRY_HEADER_BYTES, &rc);
         if (!p)
             return rc ? rc : 0;
+        static const uint8_t zero_hdr[JOURNAL_ENTRY_HEADER_BYTES];
+        if (memcmp(p, zero_hdr, sizeof zero_hdr) == 0) {
+            /* Skip runs of zeros (preallocated space) in one step: a candidate header must
+             * contain the next non-zero byte. */
+            uint64_t nz = next_nonzero(w, off + JOURNAL_ENTRY_HEADER_BYTES, &rc);
+            if (rc)
+                return rc;
+            if (nz >= w->size)
+                return 0;
+            uint64_t next = nz - (JOURNAL_ENTRY_HEADER_BYTES - 1);
+            off = next > off ? next - 1 : off; /* the loop's off++ lands on next */
+            continue;
+        }
         struct jentry_header h;
         jentry_header_decode(p, &h);
         if (h.index < expected_index || h.index > hi || !header_fits(w, off, &h))

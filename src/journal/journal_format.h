@@ -75,6 +75,8 @@ typedef int (*jscan_fn)(void *ctx, const struct jentry_header *h, uint64_t off);
  * first_index, first_index + 1, ... and a term >= prev_term and >= the previous entry's term. */
 void jscan_entries(struct jwindow *w, const struct jseg_header *h, jscan_fn fn, void *ctx,
                    struct jscan *out);
+/* Are the bytes [from, size) all zero (never-written preallocated space)? 1 yes, 0 no, < 0 error. */
+int jscan_zero_tail(struct jwindow *w, uint64_t from);
 /* After a bad entry at bad_off: is there any CRC-valid entry later in the file whose index could
  * belong to this journal (expected_index .. a bound from the remaining bytes)? 1 = yes (its
  * offset and index in *off, *index), 0 = no, < 0 read error. */

@@ -845,7 +845,8 @@ static bool sim_run(uint64_t seed, enum sim_crash_mode mode, bool *corrupt_ok)
     m->rng = seed * 2654435761u + 1;
     struct fx x;
     bool ok = fx_init(&x, false, seed);
-    struct journal_opts o = {.segment_bytes = 4096};
+    /* Odd seeds also exercise preallocated segments: spares made at random moments. */
+    struct journal_opts o = {.segment_bytes = 4096, .use_spare = seed % 2 == 1};
     uint64_t durable = 0;
     uint64_t version = 0;
     for (int round = 0; round < 2 && ok; round++) {
@@ -872,6 +873,8 @@ static bool sim_run(uint64_t seed, enum sim_crash_mode mode, bool *corrupt_ok)
         int steps = 5 + (int)mbelow(m, 40);
         bool failed_sync = false;
         for (int s = 0; s < steps; s++) {
+            if (o.use_spare && mbelow(m, 3) == 0)
+                journal_make_spare(x.fs, x.dir, o.segment_bytes); /* may fail under ENOSPC */
             uint64_t r = mbelow(m, 100);
             uint64_t last = journal_last_index(j);
             if (getenv("JSIM_DEBUG"))
@@ -994,4 +997,86 @@ TEST(journal_sim_unordered_crashes_never_wrong)
     }
     CHECK_EQ_INT(bad, 0);
     CHECK(refused < 1000);
+}
+
+/* Preallocated segments: a roll uses the spare (same name, zero tail), reopening treats the zero
+ * tail as unused space (no truncation, no report), entries keep working, and a never-written
+ * spare renamed into place is dropped as an empty last segment. */
+TEST(journal_spare_segments)
+{
+    struct fx x;
+    REQUIRE(fx_init(&x, false, 7));
+    struct journal_opts o = {.segment_bytes = 4096, .use_spare = true};
+    struct journal *j;
+    struct journal_recovery rec;
+    REQUIRE(journal_open(x.fs, x.dir, &o, &j, &rec) == 0);
+    CHECK(journal_make_spare(x.fs, x.dir, 4096) == 0);
+    CHECK(journal_make_spare(x.fs, x.dir, 4096) == 1); /* already there */
+    REQUIRE(append_range(j, 1, 10) == 0);
+    REQUIRE(journal_sync_now(j) == 0);
+    char spare[256];
+    snprintf(spare, sizeof spare, "%s/spare", x.dir);
+    CHECK(io_exists(x.fs, spare) == 0); /* consumed by the first segment */
+    char p1[256];
+    seg_path(&x, 1, p1, sizeof p1);
+    struct io_file *f;
+    uint64_t size = 0;
+    REQUIRE(io_open(x.fs, p1, IO_RDONLY, &f) == 0);
+    CHECK(io_size(f, &size) == 0 && size == 4096); /* preallocated length */
+    io_close(f);
+    /* more entries roll into new segments, each from a new spare */
+    for (uint64_t i = 11; i <= 60; i++) {
+        journal_make_spare(x.fs, x.dir, 4096);
+        REQUIRE(append_range(j, i, i) == 0);
+        REQUIRE(journal_sync_now(j) == 0);
+    }
+    CHECK(count_segs(&x) >= 3);
+    journal_close(j);
+    REQUIRE(journal_open(x.fs, x.dir, &o, &j, &rec) == 0);
+    CHECK(rec.truncated_bytes == 0);
+    CHECK(verify_range(j, 1, 60));
+    REQUIRE(append_range(j, 61, 70) == 0);
+    REQUIRE(journal_sync_now(j) == 0);
+    CHECK(verify_range(j, 1, 70));
+    journal_close(j);
+    CHECK(journal_check_dir(x.fs, x.dir, false, NULL) == 0);
+    /* a crash right after the rename: the next segment is all zeros, header included */
+    uint64_t next = 71;
+    char pz[256];
+    seg_path(&x, next, pz, sizeof pz);
+    REQUIRE(journal_make_spare(x.fs, x.dir, 4096) == 0);
+    REQUIRE(io_rename(x.fs, spare, pz) == 0);
+    REQUIRE(io_sync_dir(x.fs, x.dir) == 0);
+    REQUIRE(journal_open(x.fs, x.dir, &o, &j, &rec) == 0);
+    CHECK(io_exists(x.fs, pz) == 0); /* dropped as an empty last segment */
+    CHECK(verify_range(j, 1, 70));
+    journal_close(j);
+    fx_done(&x);
+}
+
+/* Zeros followed by a valid entry are still corruption (the zero fast path must not skip it). */
+TEST(journal_zero_gap_then_entry_is_corruption)
+{
+    struct fx x;
+    REQUIRE(fx_init(&x, false, 9));
+    struct journal_opts o = {.segment_bytes = 1 << 20};
+    struct journal *j;
+    struct journal_recovery rec;
+    REQUIRE(journal_open(x.fs, x.dir, &o, &j, &rec) == 0);
+    REQUIRE(append_range(j, 1, 30) == 0);
+    REQUIRE(journal_sync_now(j) == 0);
+    journal_close(j);
+    char p1[256];
+    seg_path(&x, 1, p1, sizeof p1);
+    struct io_file *f;
+    REQUIRE(io_open(x.fs, p1, IO_RDWR, &f) == 0);
+    uint64_t size = 0;
+    REQUIRE(io_size(f, &size) == 0);
+    /* zero out the bytes of entries 10..12 (approximately: a 600-byte hole in the middle) */
+    static const uint8_t zeros[600];
+    REQUIRE(io_pwrite(f, zeros, sizeof zeros, size / 3) == 0);
+    REQUIRE(io_sync(f) == 0);
+    io_close(f);
+    CHECK(journal_open(x.fs, x.dir, &o, &j, &rec) == ERR_CORRUPT);
+    fx_done(&x);
 }
