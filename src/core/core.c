@@ -251,16 +251,21 @@ static void apply_durable(struct core *c)
         c->pend_head = p->next;
         if (!c->pend_head)
             c->pend_tail = NULL;
-        ASSERT(p->index == c->applied_index + 1);
-        int rc = apply_entry(c, p->index, p->type, slice_of(p->payload.data, p->payload.len),
-                             &p->res);
+        ASSERT(atomic_load(&c->fatal) || p->index == c->applied_index + 1);
+        /* After a failed apply the state machine cannot be trusted: apply nothing more and
+         * answer everything after it with the sticky error (recovery replays them). */
+        int rc = atomic_load(&c->fatal)
+                     ? ERR_STORE_FAILED
+                     : apply_entry(c, p->index, p->type, slice_of(p->payload.data, p->payload.len),
+                                   &p->res);
         if (rc) {
-            set_fatal(c, rc, "apply");
+            if (!atomic_load(&c->fatal))
+                set_fatal(c, rc, "apply");
             p->err = ERR_STORE_FAILED;
         } else {
             p->err = p->res.err;
+            c->applied_index = p->index;
         }
-        c->applied_index = p->index;
         p->durable_ns = now;
         p->next = NULL;
         *done_tail = p;

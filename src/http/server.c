@@ -845,7 +845,8 @@ static void on_async(uv_async_t *a)
         w->posts_work = p;
         w->posts_work_cap = n;
     }
-    memcpy(w->posts_work, w->posts, n * sizeof *w->posts);
+    if (n)
+        memcpy(w->posts_work, w->posts, n * sizeof *w->posts);
     w->posts_len = 0;
     pthread_mutex_unlock(&w->post_mu);
     for (size_t i = 0; i < n; i++) {

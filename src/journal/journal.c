@@ -510,8 +510,22 @@ int journal_sync_done(struct journal *j, struct journal_sync *tok, int run_rc)
     j->in_flight = false;
     j->st.syncs++;
     j->st.sync_ns_total += tok->ns;
-    if (run_rc && !j->err)
+    if (run_rc && !j->err) {
         j->err = run_rc; /* fsyncgate: never retried, never reported durable */
+        /* The failed sync may have dropped the group's pages while later groups (written while
+         * it ran) reach the disk: a hole followed by valid entries, which recovery must call
+         * corruption. None of those entries was acknowledged, so cut every segment back to what
+         * is known durable (best effort: the disk may be failing). A never-synced segment goes
+         * to zero length, which recovery drops as an empty last segment. */
+        for (size_t i = 0; i < j->nsegs; i++) {
+            struct seg *s = &j->segs[i];
+            if (!s->f || s->synced_end >= s->flushed_end)
+                continue;
+            uint64_t keep = s->synced_end >= JOURNAL_SEGMENT_HEADER_BYTES ? s->synced_end : 0;
+            if (io_truncate(s->f, keep) == 0)
+                io_sync(s->f);
+        }
+    }
     if (!j->err) {
         for (size_t i = 0; i < tok->nfiles; i++) {
             struct seg *s = seg_by_first(j, tok->files[i].first_index);

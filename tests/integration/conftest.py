@@ -86,12 +86,27 @@ class Node:
         except ProcessLookupError:
             pass
 
+    def _wait_group_gone(self, timeout=30):
+        # The wrapper (our child) may exit before the ayder under it: wait until the whole
+        # process group is gone, so its data-dir lock is released before a restart.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return
+            except PermissionError:
+                return
+            time.sleep(0.01)
+        raise RuntimeError("process group %d still alive after %ss" % (self.proc.pid, timeout))
+
     def kill(self):
         if self.proc and self.proc.poll() is None:
             self._signal_group(signal.SIGKILL)
             self.proc.wait(timeout=30)
         if self.proc and self.wrapper:
             self._signal_group(signal.SIGKILL)  # anything left under a wrapper
+            self._wait_group_gone()
 
     def stop(self, timeout=30):
         if self.proc and self.proc.poll() is None:
@@ -104,6 +119,8 @@ class Node:
             except subprocess.TimeoutExpired:
                 self._signal_group(signal.SIGKILL)
                 self.proc.wait(timeout=30)
+            if self.wrapper:
+                self._wait_group_gone()
         return self.proc.returncode if self.proc else None
 
     # convenience
