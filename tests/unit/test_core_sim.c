@@ -1175,6 +1175,9 @@ static int plant_damage(struct sim *s)
     uint8_t *d = NULL;
     size_t n = 0;
     int rc = sim_fs_read_durable(s->fs, path, &d, &n);
+    /* Segments may be preallocated (a zero-filled tail): damage only the written part. */
+    while (!rc && n > 0 && d[n - 1] == 0)
+        n--;
     xfree(d);
     if (rc || n <= JOURNAL_SEGMENT_HEADER_BYTES + JOURNAL_ENTRY_HEADER_BYTES)
         return rc ? rc : ERR_NOT_FOUND;
