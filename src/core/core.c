@@ -895,9 +895,20 @@ static void *prealloc_main(void *arg)
     pthread_mutex_lock(&c->mu);
     while (!c->stopping) {
         pthread_mutex_unlock(&c->mu);
-        int rc = journal_make_spare(c->cfg.fs, c->journal_dir, c->cfg.journal.segment_bytes
-                                                                   ? c->cfg.journal.segment_bytes
-                                                                   : JOURNAL_SEGMENT_BYTES_DEFAULT);
+        uint64_t seg = c->cfg.journal.segment_bytes ? c->cfg.journal.segment_bytes
+                                                    : JOURNAL_SEGMENT_BYTES_DEFAULT;
+        /* A spare is reclaimable space: never let it push the disk under the write watermark,
+         * and give it back when space runs low. */
+        uint64_t free_bytes = UINT64_MAX;
+        io_free_bytes(c->cfg.fs, c->journal_dir, &free_bytes);
+        int rc = 0;
+        if (free_bytes < c->cfg.min_free_bytes + 2 * seg) {
+            char spare[4096];
+            snprintf(spare, sizeof spare, "%s/spare", c->journal_dir);
+            io_unlink(c->cfg.fs, spare);
+        } else {
+            rc = journal_make_spare(c->cfg.fs, c->journal_dir, seg);
+        }
         if (rc < 0 && !warned) {
             LOG_W("core", "journal preallocation failed: %s (segments are created empty)",
                   err_message(rc));
