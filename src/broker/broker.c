@@ -58,8 +58,15 @@ struct idem_node {
     uint8_t key[];                  /* topic \0 idem_key */
 };
 
+struct trash {
+    char *path;
+    uint64_t index; /* journal index of the delete */
+    struct trash *next;
+};
+
 struct broker {
     struct io_fs *fs;
+    struct trash *trash; /* deleted topics' directories, removed after the next checkpoint */
     char *dir;           /* DATA */
     char *topics_dir;    /* DATA/topics */
     struct broker_opts opts;
@@ -171,6 +178,12 @@ void broker_close(struct broker *b)
         xfree(n->value);
     hmap_free(&b->idem);
     hmap_free(&b->offsets);
+    while (b->trash) {
+        struct trash *x = b->trash;
+        b->trash = x->next;
+        xfree(x->path);
+        xfree(x);
+    }
     if (b->topics_dir) {
         pthread_rwlock_destroy(&b->meta);
         pthread_mutex_destroy(&b->off_mu);
@@ -608,7 +621,134 @@ static int apply_topic_create(struct broker *b, uint64_t index, struct slice pay
     return 0;
 }
 
-static int apply_topic_delete(struct broker *b, struct slice payload, struct apply_result *res)
+/* ------------------------------------------------------------------------------------------ */
+/* Deleted topics: renamed aside, removed after the next checkpoint                            */
+
+#define TRASH_SUFFIX ".deleted"
+
+static char *trash_name(const char *dir)
+{
+    size_t n = strlen(dir);
+    char *t = xmalloc(n + sizeof TRASH_SUFFIX);
+    if (t) {
+        memcpy(t, dir, n);
+        memcpy(t + n, TRASH_SUFFIX, sizeof TRASH_SUFFIX);
+    }
+    return t;
+}
+
+static int trash_add(struct broker *b, const char *dir, uint64_t index)
+{
+    char *t = trash_name(dir);
+    if (!t)
+        return ERR_NOMEM;
+    int rc = io_rename(b->fs, dir, t);
+    if (!rc)
+        rc = io_sync_dir(b->fs, b->topics_dir);
+    if (rc) {
+        xfree(t);
+        return rc;
+    }
+    struct trash *x = xmalloc(sizeof *x);
+    if (!x) {
+        xfree(t);
+        return ERR_NOMEM;
+    }
+    x->path = t;
+    x->index = index;
+    x->next = b->trash;
+    b->trash = x;
+    return 0;
+}
+
+struct rm_ctx {
+    struct io_fs *fs;
+    const char *dir;
+    int depth;
+};
+
+static int rm_entry(void *ctx, const char *name);
+
+/* Remove a directory tree of at most two levels (topic dir -> partition dirs -> files). */
+static void rm_tree(struct io_fs *fs, const char *dir, int depth)
+{
+    struct rm_ctx k = {fs, dir, depth};
+    io_list(fs, dir, rm_entry, &k);
+    io_rmdir(fs, dir);
+}
+
+static int rm_entry(void *ctx, const char *name)
+{
+    struct rm_ctx *k = ctx;
+    char *p = path_join(k->dir, name);
+    if (!p)
+        return 0;
+    if (io_unlink(k->fs, p) != 0 && k->depth < 2)
+        rm_tree(k->fs, p, k->depth + 1); /* a directory */
+    xfree(p);
+    return 0;
+}
+
+void broker_collect_trash(struct broker *b, uint64_t upto_index)
+{
+    struct trash **pp = &b->trash;
+    bool any = false;
+    while (*pp) {
+        struct trash *x = *pp;
+        if (x->index <= upto_index) {
+            rm_tree(b->fs, x->path, 0);
+            *pp = x->next;
+            xfree(x->path);
+            xfree(x);
+            any = true;
+        } else {
+            pp = &x->next;
+        }
+    }
+    if (any)
+        io_sync_dir(b->fs, b->topics_dir);
+}
+
+struct trash_scan {
+    struct broker *b;
+    int rc;
+};
+
+static int trash_scan_fn(void *ctx, const char *name)
+{
+    struct trash_scan *k = ctx;
+    size_t n = strlen(name), m = sizeof TRASH_SUFFIX - 1;
+    if (n <= m || strcmp(name + n - m, TRASH_SUFFIX) != 0)
+        return 0;
+    for (struct trash *x = k->b->trash; x; x = x->next) {
+        const char *base = strrchr(x->path, '/');
+        if (base && strcmp(base + 1, name) == 0)
+            return 0; /* deleted by the replay: already listed */
+    }
+    struct trash *x = xmalloc(sizeof *x);
+    char *p = path_join(k->b->topics_dir, name);
+    if (!x || !p) {
+        xfree(x);
+        xfree(p);
+        k->rc = ERR_NOMEM;
+        return 1;
+    }
+    x->path = p;
+    x->index = 0; /* left over from before this start: removed after the next checkpoint */
+    x->next = k->b->trash;
+    k->b->trash = x;
+    return 0;
+}
+
+int broker_scan_trash(struct broker *b)
+{
+    struct trash_scan k = {b, 0};
+    int rc = io_list(b->fs, b->topics_dir, trash_scan_fn, &k);
+    return rc ? rc : k.rc;
+}
+
+static int apply_topic_delete(struct broker *b, uint64_t index, struct slice payload,
+                              struct apply_result *res)
 {
     struct entry_topic e;
     if (entry_topic_decode(payload, &e)) {
@@ -651,13 +791,16 @@ static int apply_topic_delete(struct broker *b, struct slice payload, struct app
         hmap_del(&b->offsets, slice_of(victim->key, victim->key_len));
     }
     pthread_mutex_unlock(&b->off_mu);
+    /* The files are not removed yet: the newest snapshot may still list this topic, and a crash
+     * before the next checkpoint must find them to replay this delete over. The directory is
+     * renamed aside and removed once a checkpoint after this entry is durable
+     * (broker_collect_trash). */
     char *dir = topic_dir(b, slice_of(t->name, t->name_len), t->id);
-    topic_free(t, true);
-    if (dir) {
-        io_rmdir(b->fs, dir);
-        io_sync_dir(b->fs, b->topics_dir);
-        xfree(dir);
-    }
+    topic_free(t, false);
+    int rc = dir ? trash_add(b, dir, index) : ERR_NOMEM;
+    xfree(dir);
+    if (rc)
+        return rc;
     res->deleted = true;
     return 0;
 }
@@ -768,7 +911,7 @@ int broker_apply(struct broker *b, uint64_t index, uint8_t type, struct slice pa
     switch (type) {
     case ENTRY_PRODUCE: return apply_produce(b, index, payload, res);
     case ENTRY_TOPIC_CREATE: return apply_topic_create(b, index, payload, res);
-    case ENTRY_TOPIC_DELETE: return apply_topic_delete(b, payload, res);
+    case ENTRY_TOPIC_DELETE: return apply_topic_delete(b, index, payload, res);
     case ENTRY_COMMIT: return apply_commit(b, payload, res);
     case ENTRY_DELETE_BEFORE: return apply_delete_before(b, payload, res);
     case ENTRY_RETENTION: return apply_retention(b, payload, res);
@@ -918,6 +1061,26 @@ int broker_snapshot_read(struct broker *b, struct slice in)
         if (r.bad || !broker_valid_name(name, BROKER_TOPIC_NAME_MAX) || nparts == 0 ||
             nparts > BROKER_PARTITIONS_MAX)
             return ERR_CORRUPT;
+        /* Deleted after this snapshot: its files were set aside, the delete will replay. */
+        char *dir = topic_dir(b, name, id);
+        char *trash = dir ? trash_name(dir) : NULL;
+        if (!dir || !trash) {
+            xfree(dir);
+            xfree(trash);
+            return ERR_NOMEM;
+        }
+        if (io_exists(b->fs, dir) == 0 && io_exists(b->fs, trash) == 1) {
+            int rrc = io_rename(b->fs, trash, dir);
+            if (!rrc)
+                rrc = io_sync_dir(b->fs, b->topics_dir);
+            if (rrc) {
+                xfree(dir);
+                xfree(trash);
+                return rrc;
+            }
+        }
+        xfree(dir);
+        xfree(trash);
         struct topic *t;
         int rc = topic_create(b, name, (uint32_t)nparts, id, false, &t);
         if (rc)
@@ -943,7 +1106,8 @@ int broker_snapshot_read(struct broker *b, struct slice in)
                       "(end %llu): %s", (int)name.len, (const char *)name.ptr, i,
                       (unsigned long long)end, err_message(rc));
                 topic_free(t, false);
-                return rc;
+                /* Not a damaged snapshot (its CRC verified): the data disagrees with it. */
+                return rc == ERR_CORRUPT ? ERR_IO : rc;
             }
         }
         if ((rc = topic_insert(b, t))) {

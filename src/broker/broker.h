@@ -96,12 +96,19 @@ typedef void (*broker_floor_fn)(void *ctx, struct slice topic, uint32_t partitio
 void broker_retention_scan(struct broker *b, int64_t now_ms, broker_floor_fn fn, void *ctx);
 
 /* --- checkpoints (core thread) ---------------------------------------------------------------- */
+/* Deleted topics' directories are renamed aside at apply and removed here once a checkpoint at
+ * an index >= their delete entry is durable (a crash before that replays the delete over them).
+ * broker_scan_trash (at start-up, after recovery) picks up leftovers for the next checkpoint. */
+void broker_collect_trash(struct broker *b, uint64_t upto_index);
+int broker_scan_trash(struct broker *b);
 /* fsync every partition log (before a snapshot that records their lengths). */
 int broker_sync(struct broker *b);
 /* Serialize the state as of applied_index (idempotency records with index <= it). */
 int broker_snapshot_write(struct broker *b, uint64_t applied_index, struct sbuf *out);
 /* Restore into a freshly opened, empty broker: opens every partition log and truncates it to
- * the length the snapshot recorded (ERR_CORRUPT if a log is shorter than recorded). */
+ * the length the snapshot recorded. ERR_CORRUPT: the snapshot bytes are malformed; ERR_IO: a
+ * partition log is shorter than the (valid) snapshot recorded, i.e. data the checkpoint had
+ * fsynced is gone: the node must not start. */
 int broker_snapshot_read(struct broker *b, struct slice in);
 
 /* --- readers (any thread) --------------------------------------------------------------------- */

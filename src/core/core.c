@@ -650,6 +650,7 @@ static int checkpoint(struct core *c)
     rc = journal_trim_prefix(c->j, c->applied_index);
     if (rc)
         LOG_W("core", "journal trim: %s", err_message(rc));
+    broker_collect_trash(c->broker, c->applied_index);
     struct journal_stats js;
     journal_stats(c->j, &js);
     c->journal_bytes_at_checkpoint = js.bytes;
@@ -714,8 +715,12 @@ static int load_snapshot(struct core *c, uint64_t *index_out)
         sbuf_free(&b);
         if (!rc)
             return 0;
-        if (rc != ERR_CORRUPT)
-            return rc; /* e.g. a partition log shorter than the snapshot says: refuse to start */
+        if (rc != ERR_CORRUPT) {
+            LOG_E("core", "snapshot %s is valid but the data directory disagrees with it: %s; "
+                  "refusing to start (run: ayder logcheck %s)", name, err_message(rc),
+                  c->cfg.data_dir);
+            return rc;
+        }
         LOG_W("core", "snapshot %s is damaged; trying an older one", name);
         /* The broker may be half-restored: start from a clean one. */
         broker_close(c->broker);
@@ -859,6 +864,8 @@ int core_open(const struct core_config *cfg, struct core **out)
               err_message(rc));
         goto fail;
     }
+    if ((rc = broker_scan_trash(c->broker)) != 0)
+        LOG_W("core", "scanning deleted topics: %s", err_message(rc));
     broker_each_topic(c->broker, seq_load_fn, c);
     if (atomic_load(&c->fatal)) {
         rc = ERR_NOMEM;
