@@ -967,17 +967,20 @@ void broker_retention_scan(struct broker *b, int64_t now_ms, broker_floor_fn fn,
 
 int broker_sync(struct broker *b)
 {
+    /* May run on the checkpoint thread while the core thread appends: the shared lock keeps
+     * topics (and their logs) from being deleted under us; plog_sync itself is safe against a
+     * concurrent writer (plog.h). */
+    pthread_rwlock_rdlock(&b->meta);
+    int rc = 0;
     size_t bk = 0;
     struct hmap_node *cur = NULL, *n;
-    while ((n = hmap_next(&b->topics, &bk, &cur))) {
+    while (!rc && (n = hmap_next(&b->topics, &bk, &cur))) {
         struct topic *t = n->value;
-        for (uint32_t i = 0; i < t->nparts; i++) {
-            int rc = plog_sync(t->parts[i].log);
-            if (rc)
-                return rc;
-        }
+        for (uint32_t i = 0; !rc && i < t->nparts; i++)
+            rc = plog_sync(t->parts[i].log);
     }
-    return 0;
+    pthread_rwlock_unlock(&b->meta);
+    return rc;
 }
 
 #define SNAP_MAGIC 0x314B5242u /* "BRK1" */

@@ -101,7 +101,8 @@ void broker_retention_scan(struct broker *b, int64_t now_ms, broker_floor_fn fn,
  * broker_scan_trash (at start-up, after recovery) picks up leftovers for the next checkpoint. */
 void broker_collect_trash(struct broker *b, uint64_t upto_index);
 int broker_scan_trash(struct broker *b);
-/* fsync every partition log (before a snapshot that records their lengths). */
+/* fsync every partition log (before a snapshot that records their lengths). Any thread: takes
+ * the metadata lock shared, so topic creation/deletion waits for it. */
 int broker_sync(struct broker *b);
 /* Serialize the state as of applied_index (idempotency records with index <= it). */
 int broker_snapshot_write(struct broker *b, uint64_t applied_index, struct sbuf *out);

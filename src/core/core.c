@@ -83,6 +83,12 @@ struct core {
     struct proposal *dup_head;              /* duplicates waiting for their original */
     bool sync_inflight;
     bool checkpoint_due;
+    /* background checkpoint (ckpt_* under mu except ckpt_busy/trim_pending: core thread) */
+    bool ckpt_busy, ckpt_have_job, ckpt_have_result;
+    struct sbuf ckpt_buf;
+    uint64_t ckpt_index;
+    int ckpt_rc;
+    uint64_t trim_pending; /* checkpoint written at this index: trim when no sync is in flight */
     uint64_t applied_index;
     uint64_t last_checkpoint_index;
     uint64_t last_checkpoint_ms;
@@ -597,48 +603,56 @@ static int cmp_u64_desc(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-static int checkpoint(struct core *c)
+/* Checkpoints run in three steps so the core thread never waits for their fsyncs:
+ *   capture (core thread, between apply rounds): serialize broker + KV state at applied_index A;
+ *   write (background thread): fsync every partition log (they hold at least everything up to A),
+ *     write the snapshot file (tmp, fsync, rename, fsync dir), delete older snapshots;
+ *   finish (core thread, when no journal fsync is in flight): trim the journal up to A and
+ *     remove deleted topics' files up to A.
+ * A failed write leaves the previous snapshot and the whole journal in place. */
+static int checkpoint_capture(struct core *c, struct sbuf *b)
 {
-    if (c->applied_index == c->last_checkpoint_index || c->sync_inflight)
-        return 0;
+    sbuf_init(b, 0);
+    sbuf_put_le32(b, SNAP_FILE_MAGIC);
+    sbuf_put_le64(b, c->applied_index);
+    sbuf_put_le64(b, TERM);
+    size_t blen_pos = b->len;
+    sbuf_put_le64(b, 0);
+    int rc = broker_snapshot_write(c->broker, c->applied_index, b);
+    if (!rc && sbuf_ok(b))
+        put_le64(b->data + blen_pos, b->len - blen_pos - 8);
+    if (!rc)
+        rc = kv_snapshot_write(c->kv, b);
+    if (!rc && !sbuf_ok(b))
+        rc = ERR_NOMEM;
+    if (!rc)
+        sbuf_put_le32(b, crc32c(0, b->data, b->len));
+    if (rc)
+        sbuf_free(b);
+    return rc;
+}
+
+/* Any thread. */
+static int checkpoint_write(struct core *c, const struct sbuf *b, uint64_t index)
+{
     uint64_t t0 = clock_mono_ns();
     int rc = broker_sync(c->broker);
     if (rc) {
         set_fatal(c, rc, "checkpoint: partition log fsync");
         return rc;
     }
-    struct sbuf b;
-    sbuf_init(&b, 0);
-    sbuf_put_le32(&b, SNAP_FILE_MAGIC);
-    sbuf_put_le64(&b, c->applied_index);
-    sbuf_put_le64(&b, TERM);
-    size_t blen_pos = b.len;
-    sbuf_put_le64(&b, 0);
-    rc = broker_snapshot_write(c->broker, c->applied_index, &b);
-    if (!rc && sbuf_ok(&b))
-        put_le64(b.data + blen_pos, b.len - blen_pos - 8);
-    if (!rc)
-        rc = kv_snapshot_write(c->kv, &b);
-    if (!rc && !sbuf_ok(&b))
-        rc = ERR_NOMEM;
-    if (!rc)
-        sbuf_put_le32(&b, crc32c(0, b.data, b.len));
     char name[32];
-    snprintf(name, sizeof name, "%020" PRIu64 ".snap", c->applied_index);
-    if (!rc)
-        rc = write_file_durable(c, c->snap_dir, name, b.data, b.len);
-    sbuf_free(&b);
+    snprintf(name, sizeof name, "%020" PRIu64 ".snap", index);
+    rc = write_file_durable(c, c->snap_dir, name, b->data, b->len);
     if (rc) {
-        /* A checkpoint that fails leaves the previous snapshot and the journal intact: nothing
-         * acknowledged depends on it, so this is not fatal unless the disk is failing. */
-        LOG_E("core", "checkpoint at %" PRIu64 " failed: %s", c->applied_index, err_message(rc));
+        /* Nothing acknowledged depends on a checkpoint: not fatal unless the disk is failing. */
+        LOG_E("core", "checkpoint at %" PRIu64 " failed: %s", index, err_message(rc));
         return rc;
     }
-    /* Older snapshots and the journal prefix are no longer needed. */
     struct snap_list l = {.n = 0};
     io_list(c->cfg.fs, c->snap_dir, snap_list_fn, &l);
     for (int i = 0; i < l.n; i++) {
-        if (l.idx[i] < c->applied_index) {
+        if (l.idx[i] < index) {
             char old[32];
             snprintf(old, sizeof old, "%020" PRIu64 ".snap", l.idx[i]);
             char *p = join(c->snap_dir, old);
@@ -647,19 +661,61 @@ static int checkpoint(struct core *c)
             xfree(p);
         }
     }
-    rc = journal_trim_prefix(c->j, c->applied_index);
+    LOG_I("core", "checkpoint at index %" PRIu64 " written in %.1f ms", index,
+          (double)(clock_mono_ns() - t0) / 1e6);
+    return 0;
+}
+
+/* Core thread, no journal sync in flight. */
+static void checkpoint_finish(struct core *c, uint64_t index)
+{
+    int rc = journal_trim_prefix(c->j, index);
     if (rc)
         LOG_W("core", "journal trim: %s", err_message(rc));
-    broker_collect_trash(c->broker, c->applied_index);
+    broker_collect_trash(c->broker, index);
     struct journal_stats js;
     journal_stats(c->j, &js);
     c->journal_bytes_at_checkpoint = js.bytes;
-    c->last_checkpoint_index = c->applied_index;
-    c->last_checkpoint_ms = clock_mono_ms();
+    c->last_checkpoint_index = index;
     atomic_fetch_add(&c->st_checkpoints, 1);
-    LOG_I("core", "checkpoint at index %" PRIu64 " in %.1f ms", c->applied_index,
-          (double)(clock_mono_ns() - t0) / 1e6);
-    return 0;
+}
+
+/* Synchronous checkpoint (at shutdown, with nothing else running). */
+static int checkpoint_now(struct core *c)
+{
+    if (c->applied_index == c->last_checkpoint_index)
+        return 0;
+    struct sbuf b;
+    int rc = checkpoint_capture(c, &b);
+    if (rc)
+        return rc;
+    uint64_t index = c->applied_index;
+    rc = checkpoint_write(c, &b, index);
+    sbuf_free(&b);
+    if (!rc && !c->sync_inflight)
+        checkpoint_finish(c, index);
+    return rc;
+}
+
+/* Hand a captured checkpoint to the background thread (core thread). */
+static void checkpoint_start(struct core *c)
+{
+    if (c->ckpt_busy || c->applied_index == c->last_checkpoint_index)
+        return;
+    struct sbuf b;
+    int rc = checkpoint_capture(c, &b);
+    if (rc) {
+        LOG_E("core", "checkpoint capture failed: %s", err_message(rc));
+        return;
+    }
+    c->ckpt_busy = true;
+    c->last_checkpoint_ms = clock_mono_ms();
+    pthread_mutex_lock(&c->mu);
+    c->ckpt_buf = b;
+    c->ckpt_index = c->applied_index;
+    c->ckpt_have_job = true;
+    pthread_cond_signal(&c->cond_prealloc);
+    pthread_mutex_unlock(&c->mu);
 }
 
 static int load_snapshot(struct core *c, uint64_t *index_out)
@@ -892,16 +948,40 @@ fail:
 /* ------------------------------------------------------------------------------------------ */
 /* Threads                                                                                     */
 
-/* The preallocator: keeps one zero-filled spare journal segment ready (journal_make_spare), so a
+/* The background thread: writes checkpoints handed over by the core thread (their fsyncs never
+ * stall writes), and keeps one zero-filled spare journal segment ready (journal_make_spare), so a
  * new segment's fsyncs overwrite written blocks instead of growing the file (about twice as fast
  * on ext4). Polls every 50 ms; a roll that finds no spare simply creates the segment empty. */
 static void *prealloc_main(void *arg)
 {
     struct core *c = arg;
     bool warned = false;
+    uint64_t last_flush_ms = clock_mono_ms();
     pthread_mutex_lock(&c->mu);
-    while (!c->stopping) {
+    while (!c->stopping || c->ckpt_have_job) {
+        if (c->ckpt_have_job) {
+            struct sbuf b = c->ckpt_buf;
+            uint64_t index = c->ckpt_index;
+            c->ckpt_have_job = false;
+            pthread_mutex_unlock(&c->mu);
+            int crc = checkpoint_write(c, &b, index);
+            sbuf_free(&b);
+            pthread_mutex_lock(&c->mu);
+            c->ckpt_rc = crc;
+            c->ckpt_have_result = true;
+            pthread_cond_signal(&c->cond);
+            continue;
+        }
         pthread_mutex_unlock(&c->mu);
+        /* Write partition-log data back continuously (every 250 ms) so a checkpoint's fsyncs find
+         * little dirty data: one large flush would queue the journal's commits behind it. */
+        uint64_t now = clock_mono_ms();
+        if (now - last_flush_ms >= 250 && !atomic_load(&c->fatal)) {
+            last_flush_ms = now;
+            int frc = broker_sync(c->broker);
+            if (frc)
+                set_fatal(c, frc, "partition log fsync");
+        }
         uint64_t seg = c->cfg.journal.segment_bytes ? c->cfg.journal.segment_bytes
                                                     : JOURNAL_SEGMENT_BYTES_DEFAULT;
         /* A spare is reclaimable space: never let it push the disk under the write watermark,
@@ -909,7 +989,9 @@ static void *prealloc_main(void *arg)
         uint64_t free_bytes = UINT64_MAX;
         io_free_bytes(c->cfg.fs, c->journal_dir, &free_bytes);
         int rc = 0;
-        if (free_bytes < c->cfg.min_free_bytes + 2 * seg) {
+        if (!c->cfg.journal.use_spare) {
+            /* preallocation off */
+        } else if (free_bytes < c->cfg.min_free_bytes + 2 * seg) {
             char spare[4096];
             snprintf(spare, sizeof spare, "%s/spare", c->journal_dir);
             io_unlink(c->cfg.fs, spare);
@@ -929,7 +1011,7 @@ static void *prealloc_main(void *arg)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000;
         }
-        if (!c->stopping)
+        if (!c->stopping && !c->ckpt_have_job)
             pthread_cond_timedwait(&c->cond_prealloc, &c->mu, &ts);
     }
     pthread_mutex_unlock(&c->mu);
@@ -994,8 +1076,8 @@ static void tick(struct core *c)
     bool due = (c->cfg.checkpoint_interval_ms &&
                 clock_mono_ms() - c->last_checkpoint_ms >= c->cfg.checkpoint_interval_ms) ||
                js.bytes - c->journal_bytes_at_checkpoint >= c->cfg.checkpoint_journal_bytes;
-    if (due)
-        c->checkpoint_due = true; /* taken between rounds with no fsync in flight */
+    if (due && !c->ckpt_busy && !c->trim_pending)
+        c->checkpoint_due = true;
 }
 
 /* Entries that free space (or are tiny) stay allowed while the disk is nearly full, so an operator
@@ -1037,7 +1119,7 @@ static void *core_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&c->mu);
         for (;;) {
-            if (c->in_head || c->sync_has_result)
+            if (c->in_head || c->sync_has_result || c->ckpt_have_result)
                 break;
             if (c->stopping && !c->sync_inflight && !c->pend_head && !c->dup_head)
                 break;
@@ -1064,8 +1146,17 @@ static void *core_main(void *arg)
             c->sync_has_result = false;
             c->sync_done_tok = NULL;
         }
+        bool have_ckpt = c->ckpt_have_result;
+        int ckpt_rc = c->ckpt_rc;
+        uint64_t ckpt_index = c->ckpt_index;
+        c->ckpt_have_result = false;
         bool stopping = c->stopping;
         pthread_mutex_unlock(&c->mu);
+        if (have_ckpt) {
+            c->ckpt_busy = false;
+            if (ckpt_rc == 0)
+                c->trim_pending = ckpt_index;
+        }
 
         if (have_sync) {
             c->sync_inflight = false;
@@ -1106,13 +1197,15 @@ static void *core_main(void *arg)
             }
             atomic_store(&c->nospace, c->nospace_journal || c->nospace_watermark);
         }
-        if (c->checkpoint_due && !c->sync_inflight && !atomic_load(&c->fatal)) {
+        if (c->checkpoint_due && !atomic_load(&c->fatal)) {
             c->checkpoint_due = false;
-            apply_durable(c);
-            if (!atomic_load(&c->fatal))
-                checkpoint(c);
+            checkpoint_start(c); /* between rounds: the state is exactly applied_index */
         }
-        if (!atomic_load(&c->fatal) && !c->sync_inflight && !c->checkpoint_due &&
+        if (c->trim_pending && !c->sync_inflight && !atomic_load(&c->fatal)) {
+            checkpoint_finish(c, c->trim_pending);
+            c->trim_pending = 0;
+        }
+        if (!atomic_load(&c->fatal) && !c->sync_inflight &&
             journal_flushed_index(c->j) > journal_durable_index(c->j)) {
             struct journal_sync *t = NULL;
             int rc = journal_sync_prepare(c->j, &t);
@@ -1147,8 +1240,15 @@ static void *core_main(void *arg)
             }
         }
     }
+    /* Let a background checkpoint finish, then take the final one here. */
+    pthread_mutex_lock(&c->mu);
+    while (c->ckpt_busy && !c->ckpt_have_result)
+        pthread_cond_wait(&c->cond, &c->mu);
+    c->ckpt_have_result = false;
+    pthread_mutex_unlock(&c->mu);
+    c->ckpt_busy = false;
     if (!atomic_load(&c->fatal) && !c->abort)
-        checkpoint(c);
+        checkpoint_now(c);
     return NULL;
 }
 
@@ -1157,11 +1257,9 @@ int core_start(struct core *c)
     atomic_store(&c->ready, true);
     if (pthread_create(&c->sync_thread, NULL, sync_main, c))
         return ERR_NOMEM;
-    if (c->cfg.journal.use_spare) {
-        if (pthread_create(&c->prealloc_thread, NULL, prealloc_main, c))
-            return ERR_NOMEM;
-        c->prealloc_started = true;
-    }
+    if (pthread_create(&c->prealloc_thread, NULL, prealloc_main, c))
+        return ERR_NOMEM;
+    c->prealloc_started = true;
     if (pthread_create(&c->thread, NULL, core_main, c))
         return ERR_NOMEM;
     return 0;

@@ -8,7 +8,8 @@
  * host (the journal in production, memory in tests/sim) behind struct raft_storage.
  *
  * Driving it ("ready/advance"): after any input (tick, step, propose, persisted, ...) call
- * raft_ready(). When it returns true the host does, IN THIS ORDER:
+ * raft_ready(). When it returns false there is nothing to do (do not call raft_advance). When
+ * it returns true the host does, IN THIS ORDER:
  *   1. rd.hs_changed: write rd.hs (term, vote) durably (fsync) BEFORE sending any message below;
  *   2. rd.truncate_from != 0: drop every log entry with index >= truncate_from;
  *   3. append rd.entries (contiguous, starting at rd.truncate_from or the old last index + 1);
