@@ -695,13 +695,14 @@ static int consume_visit(void *ctx, const struct plog_record *r)
         jw_key(w, text ? "headers" : "headers_b64");
         jw_obj_open(w);
         for (size_t i = 0; i < r->header_count; i++) {
-            char name[256];
-            size_t kl = r->headers[i].key.len < 255 ? r->headers[i].key.len : 255;
-            memcpy(name, r->headers[i].key.ptr, kl);
-            name[kl] = 0;
-            if (!utf8_valid((const uint8_t *)name, kl))
+            struct slice k = r->headers[i].key;
+            if (utf8_valid(k.ptr, k.len)) {
+                jw_keyn(w, k.ptr, k.len);
+            } else {
+                char name[32];
                 snprintf(name, sizeof name, "header-%zu", i);
-            jw_key(w, name);
+                jw_key(w, name);
+            }
             if (text)
                 jw_strn(w, r->headers[i].value.ptr, r->headers[i].value.len);
             else

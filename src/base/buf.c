@@ -60,6 +60,12 @@ void sbuf_append(struct sbuf *b, const void *p, size_t n)
 {
     if (n == 0)
         return;
+    if (b->cap - b->len >= n && !b->oom && !b->too_big &&
+        (!b->max || b->len + n <= b->max)) { /* fast path: room already there */
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        return;
+    }
     uint8_t *w = sbuf_reserve(b, n);
     if (!w)
         return;
@@ -97,7 +103,13 @@ void sbuf_put_u64(struct sbuf *b, uint64_t v)
         tmp[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    sbuf_append(b, tmp + i, (size_t)(24 - i));
+    size_t n = (size_t)(24 - i);
+    if (b->cap - b->len >= n && sbuf_ok(b)) {
+        memcpy(b->data + b->len, tmp + i, n);
+        b->len += n;
+        return;
+    }
+    sbuf_append(b, tmp + i, n);
 }
 
 void sbuf_put_i64(struct sbuf *b, int64_t v)

@@ -1,5 +1,6 @@
 /* json.c -- see json.h. */
 #include "base/json.h"
+#include "base/assert.h"
 #include "base/b64.h"
 
 void jw_init(struct jw *w, struct sbuf *out)
@@ -39,38 +40,77 @@ void jw_arr_close(struct jw *w) { close_(w, ']'); }
 
 static const char hex[] = "0123456789abcdef";
 
+/* 1 for bytes that need escaping in a JSON string: control characters, '"' and '\\'. */
+static const uint8_t needs_escape[256] = {
+    [0x00] = 1, [0x01] = 1, [0x02] = 1, [0x03] = 1, [0x04] = 1, [0x05] = 1, [0x06] = 1, [0x07] = 1,
+    [0x08] = 1, [0x09] = 1, [0x0a] = 1, [0x0b] = 1, [0x0c] = 1, [0x0d] = 1, [0x0e] = 1, [0x0f] = 1,
+    [0x10] = 1, [0x11] = 1, [0x12] = 1, [0x13] = 1, [0x14] = 1, [0x15] = 1, [0x16] = 1, [0x17] = 1,
+    [0x18] = 1, [0x19] = 1, [0x1a] = 1, [0x1b] = 1, [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1,
+    ['"'] = 1, ['\\'] = 1,
+};
+
+/* Hot path of every consume response: copy runs of plain bytes with one reserve each. */
 static void escape(struct sbuf *o, const uint8_t *s, size_t n)
 {
-    sbuf_putc(o, '"');
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        sbuf_append(o, s + run, i - run);
-        run = i + 1;
+    uint8_t *w = sbuf_reserve(o, n + 2);
+    if (!w)
+        return;
+    *w++ = '"';
+    size_t i = 0;
+    for (;;) {
+        size_t run = i;
+        while (run < n && !needs_escape[s[run]])
+            run++;
+        memcpy(w, s + i, run - i);
+        w += run - i;
+        o->len = (size_t)(w - o->data);
+        if (run == n)
+            break;
+        uint8_t c = s[run];
+        i = run + 1;
+        /* room for this escape (at most 6 bytes), the rest of the string and the quote */
+        w = sbuf_reserve(o, 6 + (n - i) + 1);
+        if (!w)
+            return;
         switch (c) {
-        case '"': sbuf_append(o, "\\\"", 2); break;
-        case '\\': sbuf_append(o, "\\\\", 2); break;
-        case '\n': sbuf_append(o, "\\n", 2); break;
-        case '\r': sbuf_append(o, "\\r", 2); break;
-        case '\t': sbuf_append(o, "\\t", 2); break;
-        default: {
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            sbuf_append(o, e, 6);
-        }
+        case '"': *w++ = '\\'; *w++ = '"'; break;
+        case '\\': *w++ = '\\'; *w++ = '\\'; break;
+        case '\n': *w++ = '\\'; *w++ = 'n'; break;
+        case '\r': *w++ = '\\'; *w++ = 'r'; break;
+        case '\t': *w++ = '\\'; *w++ = 't'; break;
+        default:
+            memcpy(w, "\\u00", 4);
+            w[4] = (uint8_t)hex[c >> 4];
+            w[5] = (uint8_t)hex[c & 15];
+            w += 6;
         }
     }
-    sbuf_append(o, s + run, n - run);
-    sbuf_putc(o, '"');
+    *w++ = '"';
+    o->len = (size_t)(w - o->data);
 }
 
 void jw_key(struct jw *w, const char *key)
 {
     pre_value(w);
-    escape(w->out, (const uint8_t *)key, strlen(key));
-    sbuf_putc(w->out, ':');
+    size_t n = strlen(key);
+    uint8_t *p = sbuf_reserve(w->out, n + 3);
+    if (p) {
+        /* literal keys (the only callers) never need escaping */
+        p[0] = '"';
+        memcpy(p + 1, key, n);
+        p[n + 1] = '"';
+        p[n + 2] = ':';
+        w->out->len += n + 3;
+    }
     w->need_comma[w->depth] = false; /* the value follows without a comma */
+}
+
+void jw_keyn(struct jw *w, const uint8_t *key, size_t n)
+{
+    pre_value(w);
+    escape(w->out, key, n);
+    sbuf_putc(w->out, ':');
+    w->need_comma[w->depth] = false;
 }
 
 /* After a value inside an object, the next key needs a comma: values set need_comma. */

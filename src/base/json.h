@@ -23,8 +23,10 @@ void jw_obj_open(struct jw *w);
 void jw_obj_close(struct jw *w);
 void jw_arr_open(struct jw *w);
 void jw_arr_close(struct jw *w);
-/* Object member key (must be followed by exactly one value). */
+/* Object member key (must be followed by exactly one value). jw_key is for literal keys that
+ * need no escaping; jw_keyn escapes (for keys that come from data). */
 void jw_key(struct jw *w, const char *key);
+void jw_keyn(struct jw *w, const uint8_t *key, size_t n);
 void jw_str(struct jw *w, const char *s);
 void jw_strn(struct jw *w, const uint8_t *s, size_t n); /* s must be valid UTF-8 */
 void jw_b64(struct jw *w, const uint8_t *s, size_t n);  /* a JSON string of base64 */
