@@ -33,6 +33,7 @@
     X(ERR_NOT_IMPLEMENTED,"not_implemented",      501, "Not implemented")                         \
     X(ERR_UNSUPPORTED,    "unsupported",          501, "Unsupported transfer coding or version")  \
     X(ERR_UNAVAILABLE,    "unavailable",          503, "Service unavailable")                     \
+    X(ERR_NOT_LEADER,     "not_leader",           307, "This node is not the leader")             \
     X(ERR_OVERLOADED,     "overloaded",           503, "Server overloaded; retry later")          \
     X(ERR_STORE_FAILED,   "storage_failed",       503, "Storage failed; writes are refused")      \
     X(ERR_NOT_READY,      "not_ready",            503, "Server is not ready")                     \

@@ -883,7 +883,14 @@ int raft_step(struct raft *r, const struct raft_msg *m)
             /* Pre-vote never changes the receiver's term. */
         } else {
             bool from_leader = m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT;
+            uint32_t elapsed = r->election_elapsed;
+            bool was_follower = r->role == RAFT_FOLLOWER;
             become_follower(r, m->term, from_leader ? m->from : 0);
+            /* A vote request only raises the term; it must not restart our election timer
+             * (only a granted vote or a live leader does), or a candidate that cannot win
+             * would keep the one node that can from ever timing out. */
+            if (vote_req && was_follower)
+                r->election_elapsed = elapsed;
         }
     } else if (m->term < r->term) {
         /* Tell a stale leader or candidate about the newer term so it steps down. */

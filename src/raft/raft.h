@@ -51,8 +51,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The error table has no "not leader" yet; the HTTP layer maps this to a redirect. */
-#define RAFT_ERR_NOT_LEADER ERR_UNAVAILABLE
+/* The HTTP layer maps this to a 307 redirect to the leader. */
+#define RAFT_ERR_NOT_LEADER ERR_NOT_LEADER
 
 #define RAFT_MAX_NODES 16          /* voters + learners in one configuration */
 #define RAFT_MAX_INFLIGHT 64       /* pipelined AppendEntries per follower, upper bound */
@@ -160,7 +160,7 @@ struct raft_ready {
     size_t n_entries;
     const struct raft_msg *msgs;
     size_t n_msgs;
-    uint64_t apply_from, apply_to; /* apply_to < apply_from: nothing to apply */
+    uint64_t apply_from, apply_to; /* apply_to == 0: nothing to apply */
     const struct raft_read *reads;
     size_t n_reads;
 };
