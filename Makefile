@@ -7,7 +7,7 @@ CFLAGS   ?= $(OPT) -g
 WARN     := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
 DEFS     := -D_GNU_SOURCE
 INCS     := -Isrc
-LIBS     := -luv -ljansson -lpthread -lm
+LIBS     := -luv -ljansson -lssl -lcrypto -lpthread -lm
 
 ifeq ($(SANITIZER),asan-ubsan)
   CFLAGS += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
