@@ -140,6 +140,22 @@ class Node:
         return requests.delete(self.url + path, **kw)
 
 
+ERROR_KEYS = {"ok", "error", "message"}
+
+
+def assert_error(r, status, code=None, extra=()):
+    """An error response: the given status and exactly ok:false, error, message (+ extra)."""
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert body.get("ok") is False, body
+    assert isinstance(body.get("error"), str) and body["error"], body
+    assert isinstance(body.get("message"), str) and body["message"], body
+    assert set(body) == ERROR_KEYS | set(extra), body
+    if code is not None:
+        assert body["error"] == code, body
+    return body
+
+
 @pytest.fixture
 def data_dir():
     with tempfile.TemporaryDirectory(prefix="ayder-test-") as d:

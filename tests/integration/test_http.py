@@ -15,25 +15,13 @@ import time
 import pytest
 import requests
 
-from conftest import AUTH
+from conftest import AUTH, ERROR_KEYS, assert_error
 
-ERROR_KEYS = {"ok", "error", "message"}
 
 
 # ----------------------------------------------------------------------------------------------
 # helpers
 
-def assert_error(r, status, code=None, extra=()):
-    """An error response: the given status and exactly ok:false, error, message (+ extra)."""
-    assert r.status_code == status, (r.status_code, r.text)
-    body = r.json()
-    assert body.get("ok") is False, body
-    assert isinstance(body.get("error"), str) and body["error"], body
-    assert isinstance(body.get("message"), str) and body["message"], body
-    assert set(body) == ERROR_KEYS | set(extra), body
-    if code is not None:
-        assert body["error"] == code, body
-    return body
 
 
 def connect(node, timeout=10):
