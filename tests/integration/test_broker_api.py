@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from conftest import AUTH, ERROR_KEYS, assert_error
+from conftest import AUTH, assert_error
 
 
 

@@ -10,7 +10,7 @@ import urllib.parse
 import pytest
 import requests
 
-from conftest import AUTH, ERROR_KEYS, assert_error
+from conftest import AUTH, assert_error
 
 MIB = 1 << 20
 

@@ -1,8 +1,5 @@
 """Recovery edge cases around checkpoints: state changed after the last checkpoint must replay
 cleanly over files that the change already modified before the crash."""
-import requests
-
-from conftest import AUTH
 
 
 def test_topic_deleted_after_checkpoint_then_crash(make_node):
