@@ -91,7 +91,7 @@ struct api {
     struct kv *kv;
     struct router router;
     struct metrics *metrics;
-    struct http_server *server;
+    struct http_server *_Atomic server; /* set after the workers started (api_set_server) */
     _Atomic uint64_t unauthorized, forbidden, rate_limited;
 };
 
@@ -522,6 +522,8 @@ static bool produce_params(struct rctx *x, struct slice *topic, struct slice *ke
         return false;
     }
     *has_key = rc == 1;
+    if (!*has_key)
+        *key = (struct slice){NULL, 0};
     if (*has_key && key->len > ENTRY_KEY_MAX) {
         respond_error(x, ERR_TOO_LARGE, "Message keys are limited to 16 KiB");
         return false;
@@ -1405,9 +1407,10 @@ static void h_metrics(struct rctx *x, bool ha)
         metrics_write_gauge(&b, "ayder_ha_last_index", "Highest journal index written.", (double)cs.last_index);
     } else {
         metrics_render_requests(a->metrics, &b);
-        if (a->server) {
+        struct http_server *srv = atomic_load(&a->server);
+        if (srv) {
             struct http_server_stats hs;
-            http_server_stats(a->server, &hs);
+            http_server_stats(srv, &hs);
             metrics_write_gauge(&b, "ayder_http_open_connections", "Open client connections.", (double)hs.connections_open);
             metrics_write_counter(&b, "ayder_http_connections_total", "Accepted connections.", hs.connections_total);
             metrics_write_counter(&b, "ayder_http_connections_rejected_total", "Connections refused at the connection limit.", hs.connections_rejected);
@@ -1603,7 +1606,7 @@ int api_new(const struct api_config *cfg, struct api **out)
     return 0;
 }
 
-void api_set_server(struct api *a, struct http_server *s) { a->server = s; }
+void api_set_server(struct api *a, struct http_server *s) { atomic_store(&a->server, s); }
 
 void api_free(struct api *a)
 {

@@ -848,12 +848,13 @@ static void on_async(uv_async_t *a)
     if (n)
         memcpy(w->posts_work, w->posts, n * sizeof *w->posts);
     w->posts_len = 0;
+    bool stopping = w->stopping; /* written under post_mu by http_server_stop */
     pthread_mutex_unlock(&w->post_mu);
     for (size_t i = 0; i < n; i++) {
         struct post_item *p = &w->posts_work[i];
         p->fn(p->req, p->arg);
     }
-    if (w->stopping) {
+    if (stopping) {
         struct conn *c = w->conns;
         while (c) {
             struct conn *next = c->next;
