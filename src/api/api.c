@@ -507,8 +507,6 @@ static size_t collect_headers(struct rctx *x, struct plog_header *hdrs, size_t m
 static bool produce_params(struct rctx *x, struct slice *topic, struct slice *key, bool *has_key,
                            struct slice *idem)
 {
-    struct api *a = x->api;
-    (void)a;
     if (!check_name(x, *topic, BROKER_TOPIC_NAME_MAX, "Topic name"))
         return false;
     uint64_t v;
@@ -581,7 +579,7 @@ static void h_produce(struct rctx *x, const struct route_match *m)
     struct sbuf *pl = &x->prop.payload;
     sbuf_init(pl, 0);
     sbuf_reserve(pl, body.len + key.len + 64);
-    entry_produce_begin(pl, clock_wall_ms(), topic, idem, 1);
+    entry_produce_begin(pl, clock_wall_ms(), topic, idem);
     entry_produce_add(pl, &rec);
     entry_produce_finish(pl, 1);
     if (idem.len)
@@ -605,7 +603,7 @@ static void h_produce_ndjson(struct rctx *x, const struct route_match *m)
     struct sbuf *pl = &x->prop.payload;
     sbuf_init(pl, 0);
     sbuf_reserve(pl, body.len + body.len / 8 + 64);
-    entry_produce_begin(pl, clock_wall_ms(), topic, idem, 0);
+    entry_produce_begin(pl, clock_wall_ms(), topic, idem);
     uint32_t count = 0;
     size_t i = 0;
     while (i < body.len) {

@@ -21,10 +21,8 @@ int64_t entry_ts(struct slice p) { return p.len >= 8 ? (int64_t)get_le64(p.ptr) 
 /* [0] ts u64 | [8] flags u8 | [9] partition u32 | [13] base u64 | [21] create_parts u32 |
  * topic lp | idem lp | count u32 | records... */
 
-void entry_produce_begin(struct sbuf *b, int64_t ts_ms, struct slice topic, struct slice idem_key,
-                         uint32_t unused)
+void entry_produce_begin(struct sbuf *b, int64_t ts_ms, struct slice topic, struct slice idem_key)
 {
-    (void)unused;
     uint8_t fixed[PRODUCE_FIXED_BYTES] = {0};
     put_le64(fixed + PRODUCE_OFF_TS, (uint64_t)ts_ms);
     sbuf_append(b, fixed, sizeof fixed);

@@ -62,11 +62,10 @@ struct entry_produce {
 };
 
 /* Writer side (HTTP worker): begin a PRODUCE payload; then add records; then entry_produce_end. */
-void entry_produce_begin(struct sbuf *b, int64_t ts_ms, struct slice topic, struct slice idem_key,
-                         uint32_t count_hint_unused);
+void entry_produce_begin(struct sbuf *b, int64_t ts_ms, struct slice topic, struct slice idem_key);
 /* Count is written at the end as a fixed u32 placed right after the idem key. */
 void entry_produce_add(struct sbuf *b, const struct plog_record *rec);
-/* Finish: writes the record count. `count_pos` is returned by begin through b->len bookkeeping. */
+/* Finish: writes the record count into the field begin left for it. */
 void entry_produce_finish(struct sbuf *b, uint32_t count);
 /* Patch sequencer decisions into an encoded PRODUCE payload. */
 void entry_produce_patch(uint8_t *payload, uint8_t flags, uint32_t partition, uint64_t base_offset,

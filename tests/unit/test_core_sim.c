@@ -507,7 +507,7 @@ static struct op *make_produce(struct sim *s)
     for (uint32_t i = 0; i < o->count; i++)
         o->found[i] = UINT64_MAX;
     struct sbuf *pl = &o->p.payload;
-    entry_produce_begin(pl, clock_wall_ms(), slice_cstr(topic_names[o->topic]), idem, o->count);
+    entry_produce_begin(pl, clock_wall_ms(), slice_cstr(topic_names[o->topic]), idem);
     struct sbuf v;
     sbuf_init(&v, 0);
     for (uint32_t i = 0; i < o->count; i++) {
