@@ -859,7 +859,7 @@ static int validate_msg(const struct raft *r, const struct raft_msg *m)
     for (size_t i = 0; i < m->n_entries; i++) {
         const struct raft_entry *e = &m->entries[i];
         if (e->index != m->index + 1 + i || e->term < t || e->term > m->term ||
-            e->type < RAFT_ENTRY_NORMAL || e->type > RAFT_ENTRY_CONFIG ||
+            !raft_entry_type_valid(e->type) ||
             e->data.len > RAFT_ENTRY_MAX_BYTES)
             return ERR_INVALID;
         t = e->term;
@@ -1033,7 +1033,7 @@ int raft_propose(struct raft *r, uint8_t type, struct slice payload, uint64_t *i
         return RAFT_ERR_NOT_LEADER;
     if (r->transfer_to)
         return ERR_UNAVAILABLE;
-    if (type != RAFT_ENTRY_NORMAL && type != RAFT_ENTRY_NOOP)
+    if (type != RAFT_ENTRY_NORMAL && type != RAFT_ENTRY_NOOP && type < RAFT_ENTRY_USER)
         return ERR_INVALID;
     if (payload.len > RAFT_ENTRY_MAX_BYTES)
         return ERR_TOO_LARGE;

@@ -66,7 +66,15 @@ enum raft_entry_type {
     RAFT_ENTRY_NORMAL = 1, /* host payload */
     RAFT_ENTRY_NOOP = 2,   /* appended by every new leader */
     RAFT_ENTRY_CONFIG = 3, /* a full configuration (raft_conf_encode); active once appended */
+    RAFT_ENTRY_USER = 16,  /* 16..255: host entries, handled exactly like NORMAL (the host keeps
+                              its own entry kind in the type byte) */
 };
+
+/* A valid entry type: NORMAL, NOOP, CONFIG or a host type (>= RAFT_ENTRY_USER). */
+static inline bool raft_entry_type_valid(uint8_t t)
+{
+    return (t >= RAFT_ENTRY_NORMAL && t <= RAFT_ENTRY_CONFIG) || t >= RAFT_ENTRY_USER;
+}
 
 struct raft_entry {
     uint64_t term;

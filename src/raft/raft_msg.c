@@ -79,7 +79,7 @@ int raft_msg_decode(struct slice in, struct raft_msg *m, struct raft_entry *ents
         if (!rd_uvarint(&rd, &e->term) || !rd_u8(&rd, &et) ||
             !rd_lp(&rd, RAFT_ENTRY_MAX_BYTES, &e->data))
             return ERR_INVALID;
-        if (et < RAFT_ENTRY_NORMAL || et > RAFT_ENTRY_CONFIG)
+        if (!raft_entry_type_valid(et))
             return ERR_INVALID;
         e->type = et;
         e->index = m->index + 1 + i;

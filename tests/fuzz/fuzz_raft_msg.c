@@ -28,7 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     for (size_t i = 0; i < m.n_entries; i++) {
         ASSERT(m.entries[i].index == m.index + 1 + i);
-        ASSERT(m.entries[i].type >= RAFT_ENTRY_NORMAL && m.entries[i].type <= RAFT_ENTRY_CONFIG);
+        ASSERT(raft_entry_type_valid(m.entries[i].type));
         ASSERT(m.entries[i].data.ptr >= data && m.entries[i].data.ptr + m.entries[i].data.len <=
                                                     data + size);
     }
