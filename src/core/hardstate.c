@@ -1,0 +1,89 @@
+/* hardstate.c -- DATA_DIR/raft/meta (see hardstate.h).
+ *
+ * Layout (32 bytes, little-endian): magic "AYHS" u32 | version u32 (1) | term u64 | vote u64 |
+ * pad u32 (0) | crc32c u32 over the first 28 bytes.
+ * Invariant: a file that fails any check is reported as ERR_CORRUPT, never read as term 0 (a
+ * node that forgot its vote could vote twice in one term).
+ */
+#include "core/hardstate.h"
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/crc32c.h"
+#include "base/err.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define HS_MAGIC 0x53485941u /* "AYHS" */
+
+static int path_of(char *out, size_t cap, const char *dir, const char *name)
+{
+    int n = snprintf(out, cap, "%s/%s", dir, name);
+    return (n < 0 || (size_t)n >= cap) ? ERR_INVALID : 0;
+}
+
+int hardstate_load(struct io_fs *fs, const char *dir, uint64_t *term, uint64_t *vote)
+{
+    char path[4096];
+    int rc = path_of(path, sizeof path, dir, "meta");
+    if (rc)
+        return rc;
+    *term = 0;
+    *vote = 0;
+    rc = io_exists(fs, path);
+    if (rc <= 0)
+        return rc; /* 0: no file yet (term 0, no vote) */
+    struct io_file *f = NULL;
+    rc = io_open(fs, path, IO_RDONLY, &f);
+    if (rc)
+        return rc;
+    uint64_t size = 0;
+    uint8_t b[HARDSTATE_BYTES];
+    rc = io_size(f, &size);
+    if (!rc && size != HARDSTATE_BYTES)
+        rc = ERR_CORRUPT;
+    if (!rc)
+        rc = io_pread_full(f, b, sizeof b, 0);
+    io_close(f);
+    if (rc)
+        return rc == ERR_EOF ? ERR_CORRUPT : rc;
+    if (get_le32(b) != HS_MAGIC || get_le32(b + 4) != 1 || crc32c(0, b, 28) != get_le32(b + 28))
+        return ERR_CORRUPT;
+    *term = get_le64(b + 8);
+    *vote = get_le64(b + 16);
+    return 0;
+}
+
+int hardstate_save(struct io_fs *fs, const char *dir, uint64_t term, uint64_t vote)
+{
+    char tmp[4096], dst[4096];
+    int rc = path_of(tmp, sizeof tmp, dir, "meta.tmp");
+    if (!rc)
+        rc = path_of(dst, sizeof dst, dir, "meta");
+    if (rc)
+        return rc;
+    uint8_t b[HARDSTATE_BYTES];
+    memset(b, 0, sizeof b);
+    put_le32(b, HS_MAGIC);
+    put_le32(b + 4, 1);
+    put_le64(b + 8, term);
+    put_le64(b + 16, vote);
+    put_le32(b + 28, crc32c(0, b, 28));
+    struct io_file *f = NULL;
+    io_unlink(fs, tmp);
+    rc = io_open(fs, tmp, IO_CREATE | IO_RDWR, &f);
+    if (rc)
+        return rc;
+    rc = io_pwrite(f, b, sizeof b, 0);
+    if (!rc)
+        rc = io_sync(f);
+    int rc2 = io_close(f);
+    if (!rc)
+        rc = rc2;
+    if (!rc)
+        rc = io_rename(fs, tmp, dst);
+    if (!rc)
+        rc = io_sync_dir(fs, dir);
+    return rc;
+}
