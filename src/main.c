@@ -176,11 +176,22 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    env = getenv("RF_HA_ENABLED");
-    if (env && strcmp(env, "1") == 0) {
-        LOG_E("main", "RF_HA_ENABLED=1: clustering (Raft replication) is not in this build yet; "
-                      "refusing to start rather than run unreplicated");
+    static struct ha_config ha;
+    char ha_err[512] = "";
+    if (ha_config_from_env(&ha, ha_err, sizeof ha_err)) {
+        LOG_E("main", "%s", ha_err);
         return 2;
+    }
+    if (ha.enabled) {
+        cc.ha = &ha;
+        const struct ha_node *me = &ha.nodes[ha.self];
+        LOG_I("main", "cluster of %zu nodes: this is %s (raft %s:%u, http %u), write concern %s",
+              ha.n_nodes, me->name, me->host, me->raft_port, me->http_port,
+              ha_write_concern_name(ha.write_concern));
+        if (me->http_port != hc.port)
+            LOG_W("main", "--port %u differs from this node's HTTP port %u in RF_HA_NODES: "
+                  "redirects from other nodes will name %u", hc.port, me->http_port,
+                  me->http_port);
     }
     env = getenv("RF_AUTO_CREATE_TOPICS");
     if (env && *env)

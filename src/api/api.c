@@ -39,7 +39,7 @@ enum route_id {
     R_PRODUCE, R_PRODUCE_NDJSON, R_CONSUME, R_COMMIT,
     R_TOPICS_CREATE, R_TOPICS_LIST, R_TOPIC_GET, R_TOPIC_DELETE,
     R_GROUP, R_GROUP_TOPIC, R_DELETE_BEFORE, R_RETENTION,
-    R_KV_LIST, R_KV_GET, R_KV_PUT, R_KV_PUT2, R_KV_DEL,
+    R_KV_LIST, R_KV_GET, R_KV_PUT, R_KV_PUT2, R_KV_DEL, R_HA_STATUS,
     R_OTHER, /* unmatched, preflight, errors before routing */
     R__COUNT
 };
@@ -49,7 +49,7 @@ static const char *const route_names[R__COUNT] = {
     "produce", "produce_ndjson", "consume", "commit",
     "topics_create", "topics_list", "topic_get", "topic_delete",
     "group", "group_topic", "delete_before", "retention",
-    "kv_list", "kv_get", "kv_put", "kv_put", "kv_delete",
+    "kv_list", "kv_get", "kv_put", "kv_put", "kv_delete", "ha_status",
     "other",
 };
 
@@ -65,6 +65,7 @@ static const struct {
     {"GET", "/ready", R_READY, SCOPE_NONE},
     {"GET", "/metrics", R_METRICS, SCOPE_NONE},
     {"GET", "/metrics_ha", R_METRICS_HA, SCOPE_NONE},
+    {"GET", "/ha/status", R_HA_STATUS, SCOPE_NONE},
     {"POST", "/broker/topics", R_TOPICS_CREATE, SCOPE_ADMIN},
     {"GET", "/broker/topics", R_TOPICS_LIST, SCOPE_CONSUME},
     {"GET", "/broker/topics/:topic", R_TOPIC_GET, SCOPE_CONSUME},
@@ -102,6 +103,7 @@ struct rctx {
     int route;
     bool timing;
     bool rocket;
+    bool idem;
     uint64_t timeout_ms;
     struct proposal prop;
     /* copied at PROPOSAL_APPENDED on the core thread (read on the worker after the post) */
@@ -161,17 +163,34 @@ static void respond_error_ex(struct rctx *x, int err, const char *msg, const cha
         sbuf_putc(&b, ',');
         sbuf_puts(&b, extra_json);
     }
+    struct sbuf hdr;
+    sbuf_init(&hdr, 0);
+    if (err == ERR_NOT_LEADER) {
+        /* Redirect to the leader: the same path and query on its HTTP address. */
+        char url[HA_HOST_MAX + 16];
+        core_leader(x->api->core, url, sizeof url);
+        jw_kstr(&w, "leader_url", url);
+        const struct http_request *h = http_req_head(x->req);
+        sbuf_puts(&hdr, "Location: ");
+        sbuf_puts(&hdr, url);
+        sbuf_append(&hdr, h->path.ptr, h->path.len);
+        if (h->query.len) {
+            sbuf_putc(&hdr, '?');
+            sbuf_append(&hdr, h->query.ptr, h->query.len);
+        }
+        sbuf_puts(&hdr, "\r\n");
+    }
     jw_obj_close(&w);
     int status = err_http_status(err);
-    char hdr[160] = "";
     if (status == 401)
-        snprintf(hdr, sizeof hdr, "WWW-Authenticate: Bearer realm=\"ayder\"\r\n%s",
-                 extra_headers ? extra_headers : "");
-    else if (extra_headers)
-        snprintf(hdr, sizeof hdr, "%s", extra_headers);
+        sbuf_puts(&hdr, "WWW-Authenticate: Bearer realm=\"ayder\"\r\n");
+    if (extra_headers)
+        sbuf_puts(&hdr, extra_headers);
     else if (status == 503)
-        snprintf(hdr, sizeof hdr, "Retry-After: 1\r\n");
-    respond(x, status, hdr[0] ? hdr : NULL, &b);
+        sbuf_puts(&hdr, "Retry-After: 1\r\n");
+    sbuf_putc(&hdr, 0);
+    respond(x, status, hdr.len > 1 && sbuf_ok(&hdr) ? (const char *)hdr.data : NULL, &b);
+    sbuf_free(&hdr);
     sbuf_free(&b);
 }
 
@@ -311,6 +330,8 @@ static void write_durability(struct jw *w, struct rctx *x, bool durable)
     jw_kbool(w, "durable", durable);
     jw_kstr(w, "mode", x->rocket ? "rocket" : "sealed");
     jw_kbool(w, "synced", durable);
+    jw_kstr(w, "write_concern",
+            durable ? ha_write_concern_name((enum write_concern)x->prop.concern_met) : "async");
 }
 
 static void write_timing(struct jw *w, struct rctx *x)
@@ -417,12 +438,50 @@ static void on_write_timeout(struct http_req *req, void *arg)
 
 static void start_write(struct rctx *x, uint8_t type)
 {
-    int rc = submit(x, type);
+    struct slice s;
+    int rc = qparam(x, "write_concern", &s);
+    if (rc < 0) {
+        sbuf_free(&x->prop.payload);
+        respond_error(x, rc, NULL);
+        return;
+    }
+    x->prop.concern = WC_DEFAULT;
+    if (rc == 1) {
+        char v[16];
+        enum write_concern wc;
+        struct core_ha_status st;
+        size_t n = 1;
+        if (s.len < sizeof v) {
+            memcpy(v, s.ptr, s.len);
+            v[s.len] = 0;
+            core_ha_status(x->api->core, &st);
+            n = st.enabled ? st.n_peers : 1;
+        }
+        if (s.len >= sizeof v || ha_parse_write_concern(v, n, &wc)) {
+            sbuf_free(&x->prop.payload);
+            respond_error(x, ERR_BAD_PARAM, "write_concern must be 1, majority, all, async or a "
+                          "node count");
+            return;
+        }
+        x->prop.concern = (uint8_t)wc;
+        if (wc == WC_ASYNC && (type == ENTRY_PRODUCE) && !x->idem)
+            x->rocket = true;
+    }
+    if (x->prop.concern == WC_DEFAULT && core_default_concern(x->api->core) == WC_ASYNC &&
+        type == ENTRY_PRODUCE && !x->idem)
+        x->rocket = true;
+    if (x->rocket)
+        x->prop.concern = WC_ASYNC;
+    bool cluster = core_cluster(x->api->core);
+    /* In a cluster the core enforces the deadline (a write it cannot commit in time fails with
+     * commit_timeout); on a single node a late fsync is answered here as not yet synced. */
+    x->prop.timeout_ms = cluster ? x->timeout_ms : 0;
+    rc = submit(x, type);
     if (rc) {
         respond_error(x, rc, NULL);
         return;
     }
-    if (x->timeout_ms && !x->rocket)
+    if (x->timeout_ms && !x->rocket && !cluster)
         http_req_timer_start(x->req, x->timeout_ms, on_write_timeout, NULL);
 }
 
@@ -552,8 +611,10 @@ static bool produce_params(struct rctx *x, struct slice *topic, struct slice *ke
     }
     rc = qparam(x, "timing", &s);
     x->timing = rc == 1 && (slice_eq_cstr(s, "1") || slice_eq_cstr(s, "true"));
-    if (idem->len)
+    if (idem->len) {
         x->rocket = false; /* an idempotent produce is answered after its outcome is known */
+        x->idem = true;
+    }
     return true;
 }
 
@@ -1388,6 +1449,73 @@ static void h_ready(struct rctx *x)
     respond_json(x, ready ? 200 : 503, &b);
 }
 
+static void h_ha_status(struct rctx *x)
+{
+    struct core_ha_status st;
+    core_ha_status(x->api->core, &st);
+    bool lead = strcmp(st.role, "leader") == 0;
+    struct sbuf b;
+    sbuf_init(&b, 0);
+    struct jw w;
+    jw_init(&w, &b);
+    jw_obj_open(&w);
+    jw_kbool(&w, "ok", true);
+    jw_kbool(&w, "enabled", st.enabled);
+    jw_kstr(&w, "node_id", st.node_id);
+    jw_kstr(&w, "role", st.role);
+    jw_ku64(&w, "term", st.term);
+    if (st.enabled && st.leader_id) {
+        jw_kstr(&w, "leader_id", st.leader_name);
+        jw_kstr(&w, "leader_url", st.leader_url);
+    } else if (!st.enabled) {
+        jw_kstr(&w, "leader_id", st.node_id);
+        jw_knull(&w, "leader_url");
+    } else {
+        jw_knull(&w, "leader_id");
+        jw_knull(&w, "leader_url");
+    }
+    jw_ku64(&w, "commit_index", st.commit_index);
+    jw_ku64(&w, "applied_index", st.applied_index);
+    jw_ku64(&w, "last_index", st.last_index);
+    jw_ku64(&w, "durable_index", st.durable_index);
+    jw_kstr(&w, "write_concern", st.write_concern);
+    jw_key(&w, "voters");
+    jw_arr_open(&w);
+    if (!st.enabled)
+        jw_str(&w, st.node_id);
+    for (size_t i = 0; i < st.n_peers; i++)
+        if (st.peers[i].voter)
+            jw_str(&w, st.peers[i].name);
+    jw_arr_close(&w);
+    jw_key(&w, "learners");
+    jw_arr_open(&w);
+    jw_arr_close(&w);
+    jw_key(&w, "peers");
+    jw_arr_open(&w);
+    for (size_t i = 0; i < st.n_peers; i++) {
+        const struct core_peer_status *p = &st.peers[i];
+        if (p->self)
+            continue;
+        jw_obj_open(&w);
+        jw_kstr(&w, "id", p->name);
+        jw_kstr(&w, "url", p->url);
+        jw_kbool(&w, "connected", p->connected);
+        if (lead) {
+            jw_ku64(&w, "match_index", p->match_index);
+            jw_ku64(&w, "lag", st.last_index > p->match_index ? st.last_index - p->match_index : 0);
+        } else {
+            jw_knull(&w, "match_index");
+            jw_knull(&w, "lag");
+        }
+        jw_obj_close(&w);
+    }
+    jw_arr_close(&w);
+    jw_ku64(&w, "elections_won", st.elections_won);
+    jw_ku64(&w, "leader_changes", st.leader_changes);
+    jw_obj_close(&w);
+    respond_json(x, 200, &b);
+}
+
 static void h_metrics(struct rctx *x, bool ha)
 {
     struct api *a = x->api;
@@ -1396,13 +1524,53 @@ static void h_metrics(struct rctx *x, bool ha)
     struct core_stats cs;
     core_stats(a->core, &cs);
     if (ha) {
-        metrics_write_gauge(&b, "ayder_ha_enabled", "1 when clustering is enabled.", 0);
-        metrics_write_gauge(&b, "ayder_ha_role", "0 leader, 1 follower, 2 candidate (a single node is its own leader).", 0);
-        metrics_write_gauge(&b, "ayder_ha_term", "Current term.", 1);
-        metrics_write_gauge(&b, "ayder_ha_voters", "Voting members.", 1);
-        metrics_write_gauge(&b, "ayder_ha_commit_index", "Highest durable (committed) journal index.", (double)cs.durable_index);
-        metrics_write_gauge(&b, "ayder_ha_applied_index", "Highest applied journal index.", (double)cs.applied_index);
-        metrics_write_gauge(&b, "ayder_ha_last_index", "Highest journal index written.", (double)cs.last_index);
+        struct core_ha_status st;
+        core_ha_status(a->core, &st);
+        bool lead = strcmp(st.role, "leader") == 0;
+        metrics_write_gauge(&b, "ayder_ha_enabled", "1 when clustering is enabled.", st.enabled);
+        metrics_write_gauge(&b, "ayder_ha_role", "0 leader, 1 follower, 2 candidate, 3 pre-candidate (a single node is its own leader).",
+                            lead ? 0 : strcmp(st.role, "follower") == 0 ? 1 : strcmp(st.role, "candidate") == 0 ? 2 : 3);
+        metrics_write_gauge(&b, "ayder_ha_term", "Current Raft term.", (double)st.term);
+        metrics_write_gauge(&b, "ayder_ha_leader_known", "1 when this node knows a leader.", st.leader_id != 0);
+        if (st.enabled && st.leader_id) {
+            /* The leader's identity as labels (how a client finds where to write). */
+            char labels[512];
+            snprintf(labels, sizeof labels, "leader_id=\"%s\",leader_url=\"%s\"", st.leader_name,
+                     st.leader_url);
+            metrics_write_family(&b, "ayder_ha_leader", "gauge", "Always 1; the labels name the leader.");
+            metrics_write_sample(&b, "ayder_ha_leader", labels, 1);
+        }
+        metrics_write_gauge(&b, "ayder_ha_voters", "Voting members.", st.enabled ? (double)st.n_peers : 1);
+        metrics_write_gauge(&b, "ayder_ha_commit_index", "Highest committed journal index.", (double)st.commit_index);
+        metrics_write_gauge(&b, "ayder_ha_applied_index", "Highest applied journal index.", (double)st.applied_index);
+        metrics_write_gauge(&b, "ayder_ha_last_index", "Highest journal index written.", (double)st.last_index);
+        metrics_write_gauge(&b, "ayder_ha_durable_index", "Highest fsynced journal index on this node.", (double)st.durable_index);
+        metrics_write_counter(&b, "ayder_ha_elections_won_total", "Elections this node won.", st.elections_won);
+        metrics_write_counter(&b, "ayder_ha_leader_changes_total", "Changes of the known leader.", st.leader_changes);
+        if (st.enabled) {
+            metrics_write_family(&b, "ayder_ha_peer_connected", "gauge", "1 when the Raft connection to the peer is up.");
+            for (size_t i = 0; i < st.n_peers; i++) {
+                char l[128];
+                snprintf(l, sizeof l, "peer=\"%s\"", st.peers[i].name);
+                metrics_write_sample(&b, "ayder_ha_peer_connected", l, st.peers[i].connected);
+            }
+            if (lead) {
+                metrics_write_family(&b, "ayder_ha_peer_match_index", "gauge", "Highest index the peer has fsynced (leader's view).");
+                for (size_t i = 0; i < st.n_peers; i++) {
+                    char l[128];
+                    snprintf(l, sizeof l, "peer=\"%s\"", st.peers[i].name);
+                    metrics_write_sample(&b, "ayder_ha_peer_match_index", l, (double)st.peers[i].match_index);
+                }
+                metrics_write_family(&b, "ayder_ha_peer_lag_entries", "gauge", "Entries the peer is behind the leader's log.");
+                for (size_t i = 0; i < st.n_peers; i++) {
+                    char l[128];
+                    snprintf(l, sizeof l, "peer=\"%s\"", st.peers[i].name);
+                    uint64_t m = st.peers[i].self ? st.durable_index : st.peers[i].match_index;
+                    metrics_write_sample(&b, "ayder_ha_peer_lag_entries", l,
+                                         st.last_index > m ? (double)(st.last_index - m) : 0);
+                }
+            }
+        }
     } else {
         metrics_render_requests(a->metrics, &b);
         struct http_server *srv = atomic_load(&a->server);
@@ -1547,6 +1715,7 @@ void api_handle(void *ctx, struct http_req *req)
     case R_READY: h_ready(x); break;
     case R_METRICS: h_metrics(x, false); break;
     case R_METRICS_HA: h_metrics(x, true); break;
+    case R_HA_STATUS: h_ha_status(x); break;
     case R_PRODUCE: h_produce(x, &m); break;
     case R_PRODUCE_NDJSON: h_produce_ndjson(x, &m); break;
     case R_CONSUME: h_consume(x, &m); break;

@@ -34,6 +34,9 @@
     X(ERR_UNSUPPORTED,    "unsupported",          501, "Unsupported transfer coding or version")  \
     X(ERR_UNAVAILABLE,    "unavailable",          503, "Service unavailable")                     \
     X(ERR_NOT_LEADER,     "not_leader",           307, "This node is not the leader")             \
+    X(ERR_NO_LEADER,      "no_leader",            503, "No leader is known; retry shortly")       \
+    X(ERR_NOT_COMMITTED,  "not_committed",        503, "A leader change discarded the write; it was not applied") \
+    X(ERR_COMMIT_TIMEOUT, "commit_timeout",       503, "The write was not confirmed in time; its outcome is unknown") \
     X(ERR_OVERLOADED,     "overloaded",           503, "Server overloaded; retry later")          \
     X(ERR_STORE_FAILED,   "storage_failed",       503, "Storage failed; writes are refused")      \
     X(ERR_NOT_READY,      "not_ready",            503, "Server is not ready")                     \

@@ -35,6 +35,10 @@
 #include "base/hmap.h"
 #include "base/log.h"
 #include "broker/entry.h"
+#include "core/hardstate.h"
+#include "core/tailcache.h"
+#include "raft/raft.h"
+#include "raft/transport.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -45,9 +49,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
-#define TERM 1 /* single node: one term forever; Raft will own terms */
 #define TICK_MS 200
+#define RAFT_TICK_MS_CLUSTER 10   /* Raft's logical clock in a cluster */
+#define WRITE_TIMEOUT_MS_DEFAULT 5000
+#define CACHE_MAX_ENTRIES (1u << 18)
+#define CACHE_MAX_BYTES (64u << 20)
+
+/* Journal entry types are Raft entry types; a host entry of kind e (enum entry_type) is stored
+ * as RAFT_ENTRY_USER + e. */
+#define HOST_TYPE(e) ((uint8_t)(RAFT_ENTRY_USER + (e)))
+
+struct conf_rec { /* a CONFIG entry in the journal (after the snapshot) */
+    uint64_t index;
+    struct sbuf data;
+};
 
 struct seq_topic {
     uint32_t nparts;
@@ -109,6 +126,38 @@ struct core {
 
     _Atomic uint64_t st_proposals, st_entries, st_checkpoints, st_applied, st_durable, st_last;
     uint64_t recovery_ms, replayed;
+
+    /* Raft (core thread unless noted) */
+    struct ha_config ha;           /* ha.enabled = cluster; else a one-voter group */
+    bool cluster;
+    uint64_t self_id;
+    char *raft_dir;
+    struct raft *raft;
+    struct raft_storage storage;
+    struct transport *tp;
+    _Atomic bool tp_wake;          /* set by the transport thread (under mu) */
+    struct tailcache cache;        /* cluster: the newest entries */
+    struct journal_iter *apply_it; /* reading entries the cache does not hold */
+    uint64_t apply_it_next;
+    struct raft_entry *ents;       /* decode / storage scratch (RAFT_MSG_MAX_ENTRIES) */
+    struct sbuf msg_buf, stor_buf;
+    uint64_t applied_term;
+    struct sbuf applied_conf;      /* the configuration in effect at applied_index */
+    uint64_t applied_conf_index;
+    struct conf_rec *confs;        /* CONFIG entries after the snapshot, ascending */
+    size_t n_confs, cap_confs;
+    uint64_t raft_tick_ms, next_raft_tick_ms;
+    bool was_leader, leader_ready;
+    uint64_t leader_start_index;
+    struct proposal *held_head, *held_tail; /* leader not ready yet (its no-op unapplied) */
+    struct proposal *ack_head;              /* applied, waiting for every voter (concern all) */
+    struct hmap seq_idem;          /* idempotency keys sequenced but not yet applied */
+    bool persist_pending;
+    uint64_t persist_index, persist_term;
+    uint64_t next_deadline_check_ms, next_priority_check_ms;
+    _Atomic int st_role;
+    _Atomic uint64_t st_term, st_leader, st_commit, st_elections, st_leader_changes;
+    _Atomic uint64_t st_match[HA_MAX_NODES];
 };
 
 void core_config_default(struct core_config *c)
@@ -245,57 +294,163 @@ static int apply_entry(struct core *c, uint64_t index, uint8_t type, struct slic
     return broker_apply(c->broker, index, type, payload, res);
 }
 
-/* Apply every pending entry that is durable; complete their proposals after publishing. */
-static void apply_durable(struct core *c)
+/* Entry `index` for apply: from its proposal (single node: the proposer's buffer), the tail
+ * cache, or the journal. *from_journal: the payload lives in the iterator's buffer, which the
+ * next read reuses, so the caller ends the apply round before reading on. */
+static int entry_for_apply(struct core *c, uint64_t index, uint64_t *term, uint8_t *type,
+                           struct slice *data, bool *from_journal)
 {
-    uint64_t durable = journal_durable_index(c->j);
-    atomic_store(&c->st_durable, durable);
-    if (!c->pend_head || c->pend_head->index > durable)
-        goto dups;
+    *from_journal = false;
+    struct proposal *p = c->pend_head;
+    if (!c->cluster && p && p->index == index) {
+        *term = p->term;
+        *type = HOST_TYPE(p->type);
+        *data = slice_of(p->payload.data, p->payload.len);
+        return 0;
+    }
+    if (tailcache_get(&c->cache, index, term, type, data))
+        return 0;
+    if (!c->apply_it || c->apply_it_next != index) {
+        if (c->apply_it)
+            journal_iter_close(c->apply_it);
+        c->apply_it = NULL;
+        int rc = journal_iter_open(c->j, index, &c->apply_it);
+        if (rc)
+            return rc;
+        c->apply_it_next = index;
+    }
+    uint64_t idx = 0;
+    int rc = journal_iter_next(c->apply_it, term, &idx, type, data);
+    if (rc != 1 || idx != index) {
+        journal_iter_close(c->apply_it);
+        c->apply_it = NULL;
+        return rc < 0 ? rc : ERR_CORRUPT;
+    }
+    c->apply_it_next = index + 1;
+    *from_journal = true;
+    return 0;
+}
+
+static void note_conf(struct core *c, uint64_t index, struct slice data)
+{
+    sbuf_reset(&c->applied_conf);
+    sbuf_append(&c->applied_conf, data.ptr, data.len);
+    c->applied_conf_index = index;
+}
+
+/* Apply one committed entry to the state machines. */
+static int apply_one(struct core *c, uint64_t index, uint64_t term, uint8_t type,
+                     struct slice data, struct apply_result *res)
+{
+    memset(res, 0, sizeof *res);
+    int rc = 0;
+    if (type >= RAFT_ENTRY_USER)
+        rc = apply_entry(c, index, (uint8_t)(type - RAFT_ENTRY_USER), data, res);
+    else if (type == RAFT_ENTRY_CONFIG)
+        note_conf(c, index, data);
+    if (!rc) {
+        c->applied_index = index;
+        c->applied_term = term;
+    }
+    return rc;
+}
+
+static bool all_acked(struct core *c, uint64_t index)
+{
+    uint32_t acked = 0, voters = 0;
+    if (raft_role(c->raft) != RAFT_LEADER)
+        return false;
+    raft_acked_by(c->raft, index, &acked, &voters);
+    return acked >= voters;
+}
+
+/* Drop idempotency keys of an entry that has now been applied (the broker's table has it). */
+static void seq_idem_applied(struct core *c, uint8_t host_type, struct slice data);
+
+/* Apply the committed entries [from, to] (skipping what is already applied), publish, and answer
+ * their proposals. */
+static void apply_committed(struct core *c, uint64_t from, uint64_t to)
+{
+    if (from <= c->applied_index)
+        from = c->applied_index + 1;
     struct proposal *done_head = NULL, **done_tail = &done_head;
     uint64_t now = clock_mono_ns();
-    while (c->pend_head && c->pend_head->index <= durable) {
-        struct proposal *p = c->pend_head;
-        c->pend_head = p->next;
-        if (!c->pend_head)
-            c->pend_tail = NULL;
-        ASSERT(atomic_load(&c->fatal) || p->index == c->applied_index + 1);
-        /* After a failed apply the state machine cannot be trusted: apply nothing more and
-         * answer everything after it with the sticky error (recovery replays them). */
-        int rc = atomic_load(&c->fatal)
-                     ? ERR_STORE_FAILED
-                     : apply_entry(c, p->index, p->type, slice_of(p->payload.data, p->payload.len),
-                                   &p->res);
+    int rc = 0;
+    for (uint64_t i = from; i <= to && !rc && !atomic_load(&c->fatal); i++) {
+        uint64_t term = 0;
+        uint8_t type = 0;
+        struct slice data;
+        bool from_journal;
+        rc = entry_for_apply(c, i, &term, &type, &data, &from_journal);
         if (rc) {
-            if (!atomic_load(&c->fatal))
-                set_fatal(c, rc, "apply");
-            p->err = ERR_STORE_FAILED;
-        } else {
-            p->err = p->res.err;
-            c->applied_index = p->index;
+            set_fatal(c, rc, "reading a committed entry");
+            break;
         }
-        p->durable_ns = now;
-        p->next = NULL;
-        *done_tail = p;
-        done_tail = &p->next;
+        struct apply_result res;
+        rc = apply_one(c, i, term, type, data, &res);
+        if (rc) {
+            set_fatal(c, rc, "apply");
+            break;
+        }
+        if (c->cluster && type >= RAFT_ENTRY_USER)
+            seq_idem_applied(c, type, data);
+        if (from_journal && (rc = broker_round_end(c->broker)) != 0) {
+            set_fatal(c, rc, "partition log write");
+            break;
+        }
+        /* Proposals are in index order; one at i is the entry just applied if its term matches
+         * (a discarded one was failed at the truncation that removed it). */
+        while (c->pend_head && c->pend_head->index <= i) {
+            struct proposal *p = c->pend_head;
+            c->pend_head = p->next;
+            if (!c->pend_head)
+                c->pend_tail = NULL;
+            p->next = NULL;
+            if (p->index < i || p->term != term) {
+                p->err = ERR_NOT_COMMITTED;
+            } else {
+                p->res = res;
+                p->err = res.err;
+                p->durable_ns = now;
+            }
+            if (!p->err && c->cluster && p->concern == WC_ALL && !all_acked(c, p->index)) {
+                p->next = c->ack_head;
+                c->ack_head = p;
+                continue;
+            }
+            *done_tail = p;
+            done_tail = &p->next;
+        }
     }
-    int rc = broker_round_end(c->broker);
-    if (rc)
-        set_fatal(c, rc, "partition log write");
+    int rc2 = broker_round_end(c->broker);
+    if (rc2)
+        set_fatal(c, rc2, "partition log write");
     atomic_store(&c->st_applied, c->applied_index);
     while (done_head) {
         struct proposal *p = done_head;
         done_head = p->next;
-        if (rc && !p->err)
+        if (atomic_load(&c->fatal) && !p->err)
             p->err = ERR_STORE_FAILED;
         finish(c, p);
     }
-dups:
-    /* duplicates whose original is now applied */
+}
+
+/* Duplicates whose original is now applied. In a cluster the original may instead have been
+ * discarded by a leader change: then the broker's table does not name it, and the retry is
+ * answered not_committed (the client retries it as a new write). */
+static void answer_dups(struct core *c)
+{
     for (struct proposal **pp = &c->dup_head; *pp;) {
         struct proposal *p = *pp;
         if (p->wait_index <= c->applied_index) {
             *pp = p->next;
+            struct entry_produce e;
+            struct idem_rec ir;
+            if (c->cluster &&
+                (entry_produce_decode(slice_of(p->payload.data, p->payload.len), &e) ||
+                 !broker_idem_get(c->broker, e.topic, e.idem_key, &ir) ||
+                 ir.index != p->wait_index))
+                p->err = ERR_NOT_COMMITTED;
             finish(c, p);
         } else {
             pp = &p->next;
@@ -308,11 +463,13 @@ dups:
 
 static int append(struct core *c, struct proposal *p)
 {
-    uint64_t index = journal_last_index(c->j) + 1;
-    int rc = journal_append(c->j, TERM, index, p->type, slice_of(p->payload.data, p->payload.len));
+    uint64_t index = 0, leader = 0;
+    int rc = raft_propose(c->raft, HOST_TYPE(p->type), slice_of(p->payload.data, p->payload.len),
+                          &index, &leader);
     if (rc)
-        return rc;
+        return rc == RAFT_ERR_NOT_LEADER ? (leader ? ERR_NOT_LEADER : ERR_NO_LEADER) : rc;
     p->index = index;
+    p->term = raft_term(c->raft);
     p->appended_ns = clock_mono_ns();
     p->next = NULL;
     if (c->pend_tail)
@@ -323,6 +480,70 @@ static int append(struct core *c, struct proposal *p)
     atomic_fetch_add_explicit(&c->st_entries, 1, memory_order_relaxed);
     atomic_store(&c->st_last, index);
     return 0;
+}
+
+/* Idempotency keys of produces sequenced but not applied yet (the broker's table holds applied
+ * ones only, so a leader change never leaves a key pointing at a discarded entry). */
+static size_t seq_idem_key(uint8_t *out, struct slice topic, struct slice key)
+{
+    put_be16(out, (uint16_t)topic.len);
+    memcpy(out + 2, topic.ptr, topic.len);
+    memcpy(out + 2 + topic.len, key.ptr, key.len);
+    return 2 + topic.len + key.len;
+}
+
+#define SEQ_IDEM_KEY_MAX (2 + BROKER_TOPIC_NAME_MAX + ENTRY_IDEM_MAX)
+
+static struct idem_rec *seq_idem_get(struct core *c, struct slice topic, struct slice key)
+{
+    if (!c->seq_idem.count || topic.len > BROKER_TOPIC_NAME_MAX || key.len > ENTRY_IDEM_MAX)
+        return NULL;
+    uint8_t k[SEQ_IDEM_KEY_MAX];
+    return hmap_get(&c->seq_idem, slice_of(k, seq_idem_key(k, topic, key)));
+}
+
+static int seq_idem_put(struct core *c, struct slice topic, struct slice key,
+                        const struct idem_rec *r)
+{
+    if (topic.len > BROKER_TOPIC_NAME_MAX || key.len > ENTRY_IDEM_MAX)
+        return ERR_INVALID;
+    uint8_t k[SEQ_IDEM_KEY_MAX];
+    struct idem_rec *v = xmalloc(sizeof *v);
+    if (!v)
+        return ERR_NOMEM;
+    *v = *r;
+    void *old = NULL;
+    int rc = hmap_put(&c->seq_idem, slice_of(k, seq_idem_key(k, topic, key)), v, &old);
+    if (rc)
+        xfree(v);
+    xfree(old);
+    return rc;
+}
+
+static void seq_idem_applied(struct core *c, uint8_t host_type, struct slice data)
+{
+    if (!c->seq_idem.count || host_type != HOST_TYPE(ENTRY_PRODUCE))
+        return;
+    struct entry_produce e;
+    if (entry_produce_decode(data, &e) || !(e.flags & PRODUCE_HAS_IDEM))
+        return;
+    uint8_t k[SEQ_IDEM_KEY_MAX];
+    if (e.topic.len > BROKER_TOPIC_NAME_MAX || e.idem_key.len > ENTRY_IDEM_MAX)
+        return;
+    struct slice ks = slice_of(k, seq_idem_key(k, e.topic, e.idem_key));
+    struct idem_rec *r = hmap_get(&c->seq_idem, ks);
+    if (r && r->index <= c->applied_index)
+        xfree(hmap_del(&c->seq_idem, ks));
+}
+
+static void seq_idem_clear(struct core *c)
+{
+    size_t b = 0;
+    struct hmap_node *cur = NULL, *n;
+    while ((n = hmap_next(&c->seq_idem, &b, &cur)) != NULL)
+        xfree(n->value);
+    hmap_free(&c->seq_idem);
+    hmap_init(&c->seq_idem);
 }
 
 /* Returns 0 if p was appended (or parked/completed); otherwise an error to fail it with. */
@@ -355,7 +576,10 @@ static int sequence_produce(struct core *c, struct proposal *p)
     }
     if (flags & PRODUCE_HAS_IDEM) {
         struct idem_rec ir;
-        if (broker_idem_get(c->broker, e.topic, e.idem_key, &ir)) {
+        struct idem_rec *pending = seq_idem_get(c, e.topic, e.idem_key);
+        if (pending)
+            ir = *pending;
+        if (pending || broker_idem_get(c->broker, e.topic, e.idem_key, &ir)) {
             p->res.duplicate = true;
             p->res.partition = ir.partition;
             p->res.offset = ir.offset;
@@ -380,7 +604,7 @@ static int sequence_produce(struct core *c, struct proposal *p)
     t->next[part] += e.count;
     if (flags & PRODUCE_HAS_IDEM) {
         struct idem_rec ir = {part, base, e.count, p->index, e.ts_ms};
-        rc = broker_idem_put(c->broker, e.topic, e.idem_key, &ir);
+        rc = seq_idem_put(c, e.topic, e.idem_key, &ir);
         if (rc)
             set_fatal(c, rc, "idempotency table");
     }
@@ -547,7 +771,7 @@ static void expired_fn(void *ctx, struct slice ns, struct slice key, uint64_t ca
 /* ------------------------------------------------------------------------------------------ */
 /* Checkpoints                                                                                 */
 
-#define SNAP_FILE_MAGIC 0x50414E53u /* "SNAP" */
+#define SNAP_FILE_MAGIC 0x32504E53u /* "SNP2" */
 
 static int write_file_durable(struct core *c, const char *dir, const char *name,
                               const uint8_t *data, size_t len)
@@ -617,7 +841,10 @@ static int checkpoint_capture(struct core *c, struct sbuf *b)
     sbuf_init(b, 0);
     sbuf_put_le32(b, SNAP_FILE_MAGIC);
     sbuf_put_le64(b, c->applied_index);
-    sbuf_put_le64(b, TERM);
+    sbuf_put_le64(b, c->applied_term);
+    sbuf_put_le64(b, c->applied_conf_index);
+    sbuf_put_le32(b, (uint32_t)c->applied_conf.len);
+    sbuf_append(b, c->applied_conf.data, c->applied_conf.len);
     size_t blen_pos = b->len;
     sbuf_put_le64(b, 0);
     int rc = broker_snapshot_write(c->broker, c->applied_index, b);
@@ -751,23 +978,34 @@ static int load_snapshot(struct core *c, uint64_t *index_out)
         io_close(f);
         if (!rc) {
             b.len = (size_t)size;
-            if (size < 32 || get_le32(b.data) != SNAP_FILE_MAGIC ||
+            if (size < 44 || get_le32(b.data) != SNAP_FILE_MAGIC ||
                 crc32c(0, b.data, b.len - 4) != get_le32(b.data + b.len - 4)) {
                 rc = ERR_CORRUPT;
             }
         }
         if (!rc) {
+            /* magic | index | term | conf_index | conf_len u32 | conf | blen | broker | kv | crc */
             uint64_t idx = get_le64(b.data + 4);
-            uint64_t blen = get_le64(b.data + 20);
-            if (blen > b.len - 32 || idx != l.idx[i]) {
+            uint64_t term = get_le64(b.data + 12);
+            uint64_t conf_index = get_le64(b.data + 20);
+            size_t conf_len = get_le32(b.data + 28);
+            size_t body = b.len - 4; /* without the crc */
+            size_t pos = 32 + conf_len;
+            uint64_t blen = pos + 8 <= body ? get_le64(b.data + pos) : UINT64_MAX;
+            pos += 8;
+            if (idx != l.idx[i] || conf_len > body || pos > body || blen > body - pos ||
+                conf_index > idx) {
                 rc = ERR_CORRUPT;
             } else {
-                rc = broker_snapshot_read(c->broker, slice_of(b.data + 28, (size_t)blen));
+                rc = broker_snapshot_read(c->broker, slice_of(b.data + pos, (size_t)blen));
                 if (!rc)
-                    rc = kv_snapshot_read(c->kv, slice_of(b.data + 28 + blen,
-                                                          b.len - 28 - (size_t)blen - 4));
-                if (!rc)
+                    rc = kv_snapshot_read(c->kv, slice_of(b.data + pos + blen,
+                                                          body - pos - (size_t)blen));
+                if (!rc) {
                     *index_out = idx;
+                    c->applied_term = term;
+                    note_conf(c, conf_index, slice_of(b.data + 32, conf_len));
+                }
             }
         }
         sbuf_free(&b);
@@ -795,13 +1033,47 @@ static int load_snapshot(struct core *c, uint64_t *index_out)
 /* ------------------------------------------------------------------------------------------ */
 /* Recovery                                                                                    */
 
+static int conf_push(struct core *c, uint64_t index, struct slice data)
+{
+    while (c->n_confs && c->confs[c->n_confs - 1].index >= index)
+        sbuf_free(&c->confs[--c->n_confs].data);
+    if (c->n_confs == c->cap_confs) {
+        size_t cap = c->cap_confs ? c->cap_confs * 2 : 8;
+        struct conf_rec *n = xrealloc(c->confs, cap * sizeof *n);
+        if (!n)
+            return ERR_NOMEM;
+        c->confs = n;
+        c->cap_confs = cap;
+    }
+    struct conf_rec *r = &c->confs[c->n_confs];
+    r->index = index;
+    sbuf_init(&r->data, 0);
+    sbuf_append(&r->data, data.ptr, data.len);
+    if (!sbuf_ok(&r->data)) {
+        sbuf_free(&r->data);
+        return ERR_NOMEM;
+    }
+    c->n_confs++;
+    return 0;
+}
+
+/* Forget configurations at index >= from (a Raft truncation removed them). */
+static void conf_truncate(struct core *c, uint64_t from)
+{
+    while (c->n_confs && c->confs[c->n_confs - 1].index >= from)
+        sbuf_free(&c->confs[--c->n_confs].data);
+}
+
+/* Read the journal after the snapshot. Single node: every entry in it is committed (the only
+ * voter's durable log), so they are applied. Cluster: whether they are committed is learned from
+ * the leader, so they are only scanned for configurations; Raft applies them once committed. */
 static int replay(struct core *c)
 {
     uint64_t first = journal_first_index(c->j), last = journal_last_index(c->j);
     if (last == 0 || last <= c->applied_index) {
         if (last < c->applied_index) {
             /* Journal trimmed past its own end (everything was in the snapshot). */
-            return journal_set_base(c->j, c->applied_index, TERM);
+            return journal_set_base(c->j, c->applied_index, c->applied_term);
         }
         return 0;
     }
@@ -814,16 +1086,20 @@ static int replay(struct core *c)
     int rc = journal_iter_open(c->j, c->applied_index + 1, &it);
     if (rc)
         return rc;
-    uint64_t term, index;
+    uint64_t term, index, next = c->applied_index + 1;
     uint8_t type;
     struct slice payload;
     struct sbuf copy;
     sbuf_init(&copy, 0);
     while ((rc = journal_iter_next(it, &term, &index, &type, &payload)) == 1) {
-        if (index != c->applied_index + 1) {
+        if (index != next++) {
             rc = ERR_CORRUPT;
             break;
         }
+        if (type == RAFT_ENTRY_CONFIG && (rc = conf_push(c, index, payload)) != 0)
+            break;
+        if (c->cluster)
+            continue;
         /* The iterator's buffer is reused by the next call: apply from a copy and end the round
          * before moving on, so staged record slices never outlive their bytes. */
         sbuf_reset(&copy);
@@ -833,17 +1109,222 @@ static int replay(struct core *c)
             break;
         }
         struct apply_result res;
-        rc = apply_entry(c, index, type, slice_of(copy.data, copy.len), &res);
+        rc = apply_one(c, index, term, type, slice_of(copy.data, copy.len), &res);
         if (!rc)
             rc = broker_round_end(c->broker);
         if (rc)
             break;
-        c->applied_index = index;
         c->replayed++;
     }
     journal_iter_close(it);
     sbuf_free(&copy);
     return rc < 0 ? rc : 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Raft storage: the journal (with the tail cache in front)                                    */
+
+static uint64_t st_last_index(void *ctx) { return journal_last_index(((struct core *)ctx)->j); }
+
+static int st_term_at(void *ctx, uint64_t index, uint64_t *term)
+{
+    struct core *c = ctx;
+    uint8_t type;
+    struct slice d;
+    if (tailcache_get(&c->cache, index, term, &type, &d))
+        return 0;
+    return journal_term_at(c->j, index, term);
+}
+
+static int st_entries(void *ctx, uint64_t from, size_t max_bytes, struct raft_entry *out,
+                      size_t max_count, size_t *n)
+{
+    struct core *c = ctx;
+    uint64_t last = journal_last_index(c->j);
+    size_t k = 0, bytes = 0;
+    *n = 0;
+    /* From the cache while it has them. */
+    while (k < max_count && from + k <= last) {
+        uint64_t term;
+        uint8_t type;
+        struct slice d;
+        if (!tailcache_get(&c->cache, from + k, &term, &type, &d))
+            break;
+        if (k && bytes + d.len > max_bytes)
+            break;
+        out[k] = (struct raft_entry){term, from + k, type, d};
+        bytes += d.len;
+        k++;
+    }
+    if (k || from > last) {
+        *n = k;
+        return 0;
+    }
+    /* Older entries from the journal: copy them, the iterator's buffer is reused. */
+    struct journal_iter *it;
+    int rc = journal_iter_open(c->j, from, &it);
+    if (rc)
+        return rc;
+    sbuf_reset(&c->stor_buf);
+    size_t offs[RAFT_MSG_MAX_ENTRIES];
+    uint64_t term, index;
+    uint8_t type;
+    struct slice d;
+    while (k < max_count && k < RAFT_MSG_MAX_ENTRIES &&
+           (rc = journal_iter_next(it, &term, &index, &type, &d)) == 1) {
+        if (k && bytes + d.len > max_bytes)
+            break;
+        offs[k] = c->stor_buf.len;
+        sbuf_append(&c->stor_buf, d.ptr, d.len);
+        out[k] = (struct raft_entry){term, index, type, {NULL, d.len}};
+        bytes += d.len;
+        k++;
+    }
+    journal_iter_close(it);
+    if (rc < 0)
+        return rc;
+    if (!sbuf_ok(&c->stor_buf))
+        return ERR_NOMEM;
+    for (size_t i = 0; i < k; i++)
+        out[i].data.ptr = c->stor_buf.data + offs[i];
+    *n = k;
+    return 0;
+}
+
+static int st_config_before(void *ctx, uint64_t before, uint64_t *index, struct slice *data)
+{
+    struct core *c = ctx;
+    for (size_t i = c->n_confs; i-- > 0;) {
+        if (c->confs[i].index < before) {
+            *index = c->confs[i].index;
+            *data = slice_of(c->confs[i].data.data, c->confs[i].data.len);
+            return 0;
+        }
+    }
+    return ERR_NOT_FOUND;
+}
+
+static uint64_t raft_rand(void *ctx)
+{
+    uint64_t *s = ctx;
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *s = x;
+    return x;
+}
+
+static uint64_t rand_state;
+
+static void tp_wake_fn(void *ctx)
+{
+    struct core *c = ctx;
+    pthread_mutex_lock(&c->mu);
+    atomic_store(&c->tp_wake, true);
+    pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Raft state, bootstrap entry, hard state, transport (core_open, no threads yet). */
+static int raft_setup(struct core *c)
+{
+    const struct core_config *cfg = &c->cfg;
+    struct io_fs *fs = cfg->fs;
+    c->raft_dir = join(cfg->data_dir, "raft");
+    if (!c->raft_dir)
+        return ERR_NOMEM;
+    int rc = io_mkdir(fs, c->raft_dir);
+    if (!rc)
+        rc = io_sync_dir(fs, cfg->data_dir);
+    if (rc)
+        return rc;
+    uint64_t term = 0, vote = 0;
+    rc = hardstate_load(fs, c->raft_dir, &term, &vote);
+    if (rc) {
+        LOG_E("core", "%s/meta (Raft term and vote) is damaged: refusing to start, a node that "
+              "forgot its vote could vote twice", c->raft_dir);
+        return rc;
+    }
+    if (journal_last_index(c->j) == 0 && c->applied_index == 0) {
+        /* A fresh member: every initial voter writes the same bootstrap entry at index 1. */
+        uint64_t voters[HA_MAX_NODES];
+        uint32_t nv = 0;
+        if (c->cluster)
+            for (size_t i = 0; i < c->ha.n_nodes; i++)
+                voters[nv++] = c->ha.nodes[i].id;
+        else
+            voters[nv++] = c->self_id;
+        struct sbuf b;
+        sbuf_init(&b, 0);
+        rc = raft_bootstrap_entry(voters, nv, &b);
+        if (!rc)
+            rc = journal_append(c->j, 1, 1, RAFT_ENTRY_CONFIG, slice_of(b.data, b.len));
+        if (!rc)
+            rc = journal_sync_now(c->j);
+        if (!rc)
+            rc = conf_push(c, 1, slice_of(b.data, b.len));
+        sbuf_free(&b);
+        if (rc)
+            return rc;
+    }
+    c->storage = (struct raft_storage){c, st_last_index, st_term_at, st_entries, st_config_before};
+    uint32_t tick_ms = c->cluster ? RAFT_TICK_MS_CLUSTER : 100;
+    c->raft_tick_ms = tick_ms;
+    rand_state = clock_mono_ns() ^ ((uint64_t)getpid() << 32) ^ c->self_id;
+    if (!rand_state)
+        rand_state = 1;
+    struct raft_options o = {
+        .id = c->self_id,
+        .storage = &c->storage,
+        .hs = {term, vote},
+        .election_ticks = c->cluster ? c->ha.election_timeout_ms / tick_ms : 3,
+        .heartbeat_ticks = c->cluster ? c->ha.heartbeat_ms / tick_ms : 1,
+        .max_msg_bytes = 1u << 20,
+        .max_inflight = 32,
+        .pre_vote = true,
+        .check_quorum = c->cluster,
+        .rand = raft_rand,
+        .rand_ctx = &rand_state,
+    };
+    if (o.heartbeat_ticks == 0)
+        o.heartbeat_ticks = 1;
+    if (o.election_ticks <= o.heartbeat_ticks)
+        o.election_ticks = o.heartbeat_ticks + 1;
+    rc = raft_new(&o, &c->raft);
+    if (rc)
+        return rc;
+    c->ents = xcalloc(RAFT_MSG_MAX_ENTRIES, sizeof *c->ents);
+    if (!c->ents)
+        return ERR_NOMEM;
+    if (!c->cluster)
+        return 0;
+    struct transport_peer_config peers[HA_MAX_NODES];
+    size_t np = 0;
+    for (size_t i = 0; i < c->ha.n_nodes; i++) {
+        if (i == c->ha.self)
+            continue;
+        peers[np++] = (struct transport_peer_config){c->ha.nodes[i].id, c->ha.nodes[i].name,
+                                                     c->ha.nodes[i].host,
+                                                     c->ha.nodes[i].raft_port};
+    }
+    const struct ha_node *me = &c->ha.nodes[c->ha.self];
+    struct transport_config tc = {
+        .self_id = c->self_id,
+        .self_name = me->name,
+        .cluster_id = c->ha.cluster_id,
+        .listen_host = me->host,
+        .listen_port = me->raft_port,
+        .peers = peers,
+        .n_peers = np,
+        .tls = c->ha.tls,
+        .tls_ca_file = c->ha.tls_ca,
+        .tls_cert_file = c->ha.tls_cert,
+        .tls_key_file = c->ha.tls_key,
+        .wake = tp_wake_fn,
+        .wake_ctx = c,
+    };
+    return transport_new(&tc, &c->tp);
 }
 
 int core_open(const struct core_config *cfg, struct core **out)
@@ -864,6 +1345,22 @@ int core_open(const struct core_config *cfg, struct core **out)
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&c->sync_cond, NULL);
     hmap_init(&c->seq);
+    hmap_init(&c->seq_idem);
+    sbuf_init(&c->applied_conf, 0);
+    sbuf_init(&c->msg_buf, 0);
+    sbuf_init(&c->stor_buf, 0);
+    c->cluster = cfg->ha && cfg->ha->enabled;
+    if (c->cluster) {
+        c->ha = *cfg->ha;
+        c->self_id = c->ha.nodes[c->ha.self].id;
+    } else {
+        ha_config_default(&c->ha);
+        c->self_id = 1;
+    }
+    if (!c->cfg.write_timeout_ms)
+        c->cfg.write_timeout_ms = WRITE_TIMEOUT_MS_DEFAULT;
+    tailcache_init(&c->cache, c->cluster ? CACHE_MAX_ENTRIES : 1,
+                   c->cluster ? CACHE_MAX_BYTES : 0);
     struct io_fs *fs = cfg->fs;
     int rc = io_mkdir(fs, cfg->data_dir);
     /* The data dir's own entry must be durable too: fsync its parent. */
@@ -907,6 +1404,10 @@ int core_open(const struct core_config *cfg, struct core **out)
     }
     c->applied_index = snap_index;
     c->last_checkpoint_index = snap_index;
+    if (c->applied_conf.len && (rc = conf_push(c, c->applied_conf_index,
+                                               slice_of(c->applied_conf.data,
+                                                        c->applied_conf.len))) != 0)
+        goto fail;
     struct journal_recovery jr;
     memset(&jr, 0, sizeof jr);
     rc = journal_open(fs, c->journal_dir, &cfg->journal, &c->j, &jr);
@@ -920,6 +1421,11 @@ int core_open(const struct core_config *cfg, struct core **out)
     if (rc) {
         LOG_E("core", "journal replay failed at index %" PRIu64 ": %s", c->applied_index + 1,
               err_message(rc));
+        goto fail;
+    }
+    rc = raft_setup(c);
+    if (rc) {
+        LOG_E("core", "raft: %s", err_message(rc));
         goto fail;
     }
     if ((rc = broker_scan_trash(c->broker)) != 0)
@@ -1057,29 +1563,46 @@ static void *sync_main(void *arg)
     return NULL;
 }
 
-static void fail_all(struct core *c, int err)
+static void fail_list(struct core *c, struct proposal **head, int err)
 {
-    while (c->pend_head) {
-        struct proposal *p = c->pend_head;
-        c->pend_head = p->next;
-        fail(c, p, err);
-    }
-    c->pend_tail = NULL;
-    while (c->dup_head) {
-        struct proposal *p = c->dup_head;
-        c->dup_head = p->next;
+    while (*head) {
+        struct proposal *p = *head;
+        *head = p->next;
         fail(c, p, err);
     }
 }
 
+static void fail_all(struct core *c, int err)
+{
+    fail_list(c, &c->pend_head, err);
+    c->pend_tail = NULL;
+    fail_list(c, &c->dup_head, err);
+    fail_list(c, &c->held_head, err);
+    c->held_tail = NULL;
+    /* applied and committed: only the "all" part is unconfirmed */
+    while (c->ack_head) {
+        struct proposal *p = c->ack_head;
+        c->ack_head = p->next;
+        p->concern_met = WC_MAJORITY;
+        finish(c, p);
+    }
+}
+
+static int not_leader_err(struct core *c)
+{
+    return raft_leader(c->raft) ? ERR_NOT_LEADER : ERR_NO_LEADER;
+}
+
 static void check_space(struct core *c, bool force);
 
+/* Internal entries (retention floors, TTL expiry) are proposed by the leader only. */
 static void tick(struct core *c)
 {
     int64_t now = clock_wall_ms();
     check_space(c, true);
+    bool lead = c->leader_ready;
     /* Retention and TTL sweeps once a second (every 5th tick): both scan whole structures. */
-    if (++c->ticks % 5 == 0) {
+    if (++c->ticks % 5 == 0 && lead) {
         broker_retention_scan(c->broker, now, retention_fn, c);
         kv_collect_expired(c->kv, now, 1000, expired_fn, c);
     }
@@ -1124,23 +1647,418 @@ static void check_space(struct core *c, bool force)
     atomic_store(&c->nospace, c->nospace_journal || c->nospace_watermark);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Driving Raft                                                                                */
+
+/* Hand the next sync token to the sync thread if none is in flight and entries await one. */
+static void start_sync(struct core *c)
+{
+    if (atomic_load(&c->fatal) || c->sync_inflight ||
+        journal_flushed_index(c->j) <= journal_durable_index(c->j))
+        return;
+    struct journal_sync *t = NULL;
+    int rc = journal_sync_prepare(c->j, &t);
+    if (rc) {
+        set_fatal(c, rc, "journal sync");
+    } else if (t) {
+        c->sync_inflight = true;
+        pthread_mutex_lock(&c->mu);
+        c->sync_tok = t;
+        atomic_store_explicit(&c->sync_tok_ready, true, memory_order_release);
+        pthread_cond_signal(&c->sync_cond);
+        pthread_mutex_unlock(&c->mu);
+    }
+}
+
+/* A finished fsync: the journal's durable index advances; Raft hears it via report_persisted
+ * (not from inside a ready). */
+static void sync_finished(struct core *c, struct journal_sync *tok, int sync_rc, int sync_errno)
+{
+    c->sync_inflight = false;
+    int rc = journal_sync_done(c->j, tok, sync_rc);
+    if (rc) {
+        io_set_last_errno(sync_errno);
+        set_fatal(c, rc, "journal fsync");
+        return;
+    }
+    uint64_t d = journal_durable_index(c->j), t = 0;
+    atomic_store(&c->st_durable, d);
+    if (d && journal_term_at(c->j, d, &t) == 0) {
+        c->persist_pending = true;
+        c->persist_index = d;
+        c->persist_term = t;
+    }
+}
+
+static void report_persisted(struct core *c)
+{
+    if (!c->persist_pending || atomic_load(&c->fatal))
+        return;
+    c->persist_pending = false;
+    raft_persisted(c->raft, c->persist_index, c->persist_term);
+}
+
+/* Block until the in-flight fsync returns (a truncation must not race it). */
+static void wait_sync(struct core *c)
+{
+    if (!c->sync_inflight)
+        return;
+    pthread_mutex_lock(&c->mu);
+    while (!c->sync_has_result)
+        pthread_cond_wait(&c->cond, &c->mu);
+    struct journal_sync *tok = c->sync_done_tok;
+    int rc = c->sync_rc, e = c->sync_errno;
+    c->sync_has_result = false;
+    c->sync_done_tok = NULL;
+    pthread_mutex_unlock(&c->mu);
+    sync_finished(c, tok, rc, e);
+}
+
+static void flush_journal(struct core *c)
+{
+    if (atomic_load(&c->fatal))
+        return;
+    int rc = journal_flush(c->j);
+    if (rc == ERR_NOSPACE) {
+        if (!c->nospace_journal)
+            LOG_E("core", "journal: no space left on device; writes refused until space returns");
+        c->nospace_journal = true;
+    } else if (rc) {
+        set_fatal(c, rc, "journal write");
+    } else if (c->nospace_journal && journal_flushed_index(c->j) == journal_last_index(c->j)) {
+        c->nospace_journal = false;
+        LOG_I("core", "journal: space is back; buffered entries written");
+    }
+    atomic_store(&c->nospace, c->nospace_journal || c->nospace_watermark);
+}
+
+/* A Raft truncation removed entries >= from: their proposals can never commit. */
+static void discard_from(struct core *c, uint64_t from)
+{
+    struct proposal **pp = &c->pend_head, *last = NULL;
+    while (*pp) {
+        struct proposal *p = *pp;
+        if (p->index >= from) {
+            *pp = p->next;
+            fail(c, p, ERR_NOT_COMMITTED);
+        } else {
+            last = p;
+            pp = &p->next;
+        }
+    }
+    c->pend_tail = last;
+    for (pp = &c->dup_head; *pp;) {
+        struct proposal *p = *pp;
+        if (p->wait_index >= from) {
+            *pp = p->next;
+            fail(c, p, ERR_NOT_COMMITTED);
+        } else {
+            pp = &p->next;
+        }
+    }
+}
+
+static void send_msgs(struct core *c, const struct raft_msg *msgs, size_t n)
+{
+    if (!c->tp)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        sbuf_reset(&c->msg_buf);
+        if (raft_msg_encode(&msgs[i], &c->msg_buf) != 0 || !sbuf_ok(&c->msg_buf))
+            continue; /* dropped: Raft resends */
+        transport_send(c->tp, msgs[i].to, slice_of(c->msg_buf.data, c->msg_buf.len));
+    }
+}
+
+/* Carry out every ready Raft has, in the order raft.h prescribes. */
+static void handle_ready(struct core *c)
+{
+    struct raft_ready rd;
+    for (int round = 0; round < 16 && !atomic_load(&c->fatal) && raft_ready(c->raft, &rd);
+         round++) {
+        int rc = 0;
+        if (rd.hs_changed) {
+            rc = hardstate_save(c->cfg.fs, c->raft_dir, rd.hs.term, rd.hs.vote);
+            if (rc)
+                set_fatal(c, rc, "raft hard state write");
+        }
+        if (!rc && rd.truncate_from) {
+            wait_sync(c);
+            if (c->apply_it) {
+                journal_iter_close(c->apply_it);
+                c->apply_it = NULL;
+            }
+            rc = journal_truncate_suffix(c->j, rd.truncate_from - 1);
+            if (rc)
+                set_fatal(c, rc, "journal truncation");
+            tailcache_truncate(&c->cache, rd.truncate_from);
+            conf_truncate(c, rd.truncate_from);
+            discard_from(c, rd.truncate_from);
+            LOG_W("core", "raft: entries from %" PRIu64 " discarded (they conflict with the "
+                  "leader's log)", rd.truncate_from);
+        }
+        for (size_t i = 0; !rc && i < rd.n_entries; i++) {
+            const struct raft_entry *e = &rd.entries[i];
+            rc = journal_append(c->j, e->term, e->index, e->type, e->data);
+            if (rc) {
+                set_fatal(c, rc, "journal append");
+                break;
+            }
+            if (c->cluster)
+                tailcache_append(&c->cache, e->index, e->term, e->type, e->data);
+            if (e->type == RAFT_ENTRY_CONFIG && (rc = conf_push(c, e->index, e->data)) != 0)
+                set_fatal(c, rc, "configuration");
+        }
+        if (!rc && rd.n_entries) {
+            atomic_store(&c->st_last, journal_last_index(c->j));
+            flush_journal(c);
+            start_sync(c);
+        }
+        /* A failed hard-state write must not let the messages it covers leave. */
+        if (!atomic_load(&c->fatal))
+            send_msgs(c, rd.msgs, rd.n_msgs);
+        if (!atomic_load(&c->fatal) && rd.apply_to)
+            apply_committed(c, rd.apply_from, rd.apply_to);
+        raft_advance(c->raft, &rd);
+        report_persisted(c);
+    }
+    atomic_store(&c->st_commit, raft_commit(c->raft));
+}
+
+/* WC_ONE produces are answered once the leader's fsync covers them (cluster only: on a single
+ * node commit follows the fsync at once). They leave the pending list; apply takes their entry
+ * from the tail cache. */
+static void answer_persisted(struct core *c)
+{
+    uint64_t d = journal_durable_index(c->j);
+    struct proposal **pp = &c->pend_head, *last = NULL;
+    while (*pp && (*pp)->index <= d) {
+        struct proposal *p = *pp;
+        if (p->concern == WC_ONE && p->term == raft_term(c->raft)) {
+            *pp = p->next;
+            p->durable_ns = clock_mono_ns();
+            finish(c, p);
+        } else {
+            last = p;
+            pp = &p->next;
+        }
+    }
+    if (!*pp)
+        c->pend_tail = last;
+}
+
+static void answer_acked(struct core *c)
+{
+    for (struct proposal **pp = &c->ack_head; *pp;) {
+        struct proposal *p = *pp;
+        if (all_acked(c, p->index)) {
+            *pp = p->next;
+            finish(c, p);
+        } else {
+            pp = &p->next;
+        }
+    }
+}
+
+/* Cluster: answer what outlived its deadline (checked every Raft tick). */
+static void check_deadlines(struct core *c)
+{
+    uint64_t now = clock_mono_ns();
+    struct proposal **pp = &c->pend_head, *last = NULL;
+    while (*pp) {
+        struct proposal *p = *pp;
+        if (now >= p->deadline_ns) {
+            *pp = p->next;
+            fail(c, p, ERR_COMMIT_TIMEOUT); /* appended, maybe committed later: unknown */
+        } else {
+            last = p;
+            pp = &p->next;
+        }
+    }
+    c->pend_tail = last;
+    last = NULL;
+    for (pp = &c->held_head; *pp;) {
+        struct proposal *p = *pp;
+        if (now >= p->deadline_ns) {
+            *pp = p->next;
+            fail(c, p, ERR_NO_LEADER); /* never appended */
+        } else {
+            last = p;
+            pp = &p->next;
+        }
+    }
+    c->held_tail = last;
+    for (pp = &c->ack_head; *pp;) {
+        struct proposal *p = *pp;
+        if (now >= p->deadline_ns || !c->was_leader) {
+            *pp = p->next;
+            p->concern_met = WC_MAJORITY; /* committed and applied; not every voter has it */
+            finish(c, p);
+        } else {
+            pp = &p->next;
+        }
+    }
+    for (pp = &c->dup_head; *pp;) {
+        struct proposal *p = *pp;
+        if (now >= p->deadline_ns) {
+            *pp = p->next;
+            fail(c, p, ERR_COMMIT_TIMEOUT);
+        } else {
+            pp = &p->next;
+        }
+    }
+}
+
+static void hold(struct core *c, struct proposal *p)
+{
+    p->next = NULL;
+    if (c->held_tail)
+        c->held_tail->next = p;
+    else
+        c->held_head = p;
+    c->held_tail = p;
+}
+
+static void take_proposal(struct core *c, struct proposal *p)
+{
+    int fatal = atomic_load(&c->fatal);
+    int rc = fatal ? fatal
+             : (c->nospace_watermark && !frees_space(p->type)) ? ERR_NOSPACE
+             : raft_role(c->raft) != RAFT_LEADER ? not_leader_err(c)
+             : 0;
+    if (!rc && !c->leader_ready) {
+        hold(c, p);
+        return;
+    }
+    if (!rc)
+        rc = sequence(c, p);
+    if (rc)
+        fail(c, p, rc);
+}
+
+/* Leadership changes: a new leader accepts writes once everything before its no-op is applied
+ * (then the sequencer view is rebuilt from the applied state, exactly). */
+static void leader_transitions(struct core *c)
+{
+    bool leader = raft_role(c->raft) == RAFT_LEADER;
+    atomic_store(&c->st_role, (int)raft_role(c->raft));
+    atomic_store(&c->st_term, raft_term(c->raft));
+    uint64_t old_leader = atomic_exchange(&c->st_leader, raft_leader(c->raft));
+    if (old_leader != raft_leader(c->raft))
+        atomic_fetch_add(&c->st_leader_changes, 1);
+    if (leader && !c->was_leader) {
+        c->was_leader = true;
+        c->leader_ready = false;
+        c->leader_start_index = raft_last_index(c->raft);
+        atomic_fetch_add(&c->st_elections, 1);
+        if (c->cluster)
+            LOG_I("core", "raft: leader for term %" PRIu64, raft_term(c->raft));
+    } else if (!leader && c->was_leader) {
+        c->was_leader = false;
+        c->leader_ready = false;
+        fail_list(c, &c->held_head, not_leader_err(c));
+        c->held_tail = NULL;
+        if (c->cluster)
+            LOG_I("core", "raft: no longer leader (term %" PRIu64 ")", raft_term(c->raft));
+    }
+    if (leader && !c->leader_ready && c->applied_index >= c->leader_start_index &&
+        !atomic_load(&c->fatal)) {
+        seq_clear(c);
+        hmap_init(&c->seq);
+        broker_each_topic(c->broker, seq_load_fn, c);
+        seq_idem_clear(c);
+        c->leader_ready = true;
+        struct proposal *p = c->held_head;
+        c->held_head = c->held_tail = NULL;
+        while (p) {
+            struct proposal *next = p->next;
+            take_proposal(c, p);
+            p = next;
+        }
+    }
+    if (leader) {
+        for (size_t i = 0; i < c->ha.n_nodes && c->cluster; i++) {
+            uint64_t m = 0;
+            if (raft_match(c->raft, c->ha.nodes[i].id, &m) == 0)
+                atomic_store(&c->st_match[i], m);
+        }
+    }
+}
+
+static void on_frame(void *ctx, uint64_t from, struct slice bytes)
+{
+    struct core *c = ctx;
+    struct raft_msg m;
+    if (raft_msg_decode(bytes, &m, c->ents, RAFT_MSG_MAX_ENTRIES) != 0 || m.from != from ||
+        m.to != c->self_id)
+        return; /* malformed or misaddressed: ignored (Raft tolerates loss) */
+    raft_step(c->raft, &m);
+}
+
+/* Priority: a leader hands leadership to the highest-priority voter once it is caught up. */
+static void check_priority(struct core *c)
+{
+    if (!c->cluster || !c->leader_ready)
+        return;
+    const struct raft_conf *conf = raft_conf(c->raft);
+    uint32_t mine = c->ha.nodes[c->ha.self].priority;
+    int best = -1;
+    for (size_t i = 0; i < c->ha.n_nodes; i++) {
+        if (i == c->ha.self || !raft_conf_is_voter(conf, c->ha.nodes[i].id))
+            continue;
+        if (c->ha.nodes[i].priority > mine &&
+            (best < 0 || c->ha.nodes[i].priority > c->ha.nodes[best].priority))
+            best = (int)i;
+    }
+    if (best < 0)
+        return;
+    uint64_t m = 0;
+    struct transport_peer_state ps;
+    if (raft_match(c->raft, c->ha.nodes[best].id, &m) == 0 && m == raft_last_index(c->raft) &&
+        transport_peer_state(c->tp, c->ha.nodes[best].id, &ps) == 0 && ps.connected) {
+        LOG_I("core", "raft: handing leadership to %s (priority %u > %u)",
+              c->ha.nodes[best].name, c->ha.nodes[best].priority, mine);
+        raft_transfer_leadership(c->raft, c->ha.nodes[best].id);
+    }
+}
+
+/* Single node: elect itself at once (one voter, nobody to wait for). Cluster with
+ * RF_HA_BOOTSTRAP_LEADER on a fresh log: campaign at once instead of after a timeout. */
+static void early_campaign(struct core *c)
+{
+    bool fresh = journal_last_index(c->j) <= 1 && raft_term(c->raft) == 0;
+    if (c->cluster && !(c->ha.bootstrap_leader && fresh))
+        return;
+    for (int i = 0; i < 1000 && raft_role(c->raft) == RAFT_FOLLOWER; i++)
+        raft_tick(c->raft);
+    handle_ready(c);
+}
+
 static void *core_main(void *arg)
 {
     struct core *c = arg;
     c->next_tick_ms = clock_mono_ms() + TICK_MS;
+    c->next_raft_tick_ms = clock_mono_ms() + c->raft_tick_ms;
+    early_campaign(c);
+    leader_transitions(c);
     for (;;) {
         pthread_mutex_lock(&c->mu);
         for (;;) {
-            if (c->in_head || c->sync_has_result || c->ckpt_have_result)
+            if (c->in_head || c->sync_has_result || c->ckpt_have_result ||
+                atomic_load(&c->tp_wake))
                 break;
-            if (c->stopping && !c->sync_inflight && !c->pend_head && !c->dup_head)
+            if (c->stopping && !c->sync_inflight && !c->pend_head && !c->dup_head &&
+                !c->ack_head && !c->held_head)
                 break;
             uint64_t now = clock_mono_ms();
-            if (now >= c->next_tick_ms)
+            uint64_t next = c->next_tick_ms;
+            if (c->cluster && c->next_raft_tick_ms < next)
+                next = c->next_raft_tick_ms;
+            if (now >= next)
                 break;
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
-            uint64_t wait_ms = c->next_tick_ms - now;
+            uint64_t wait_ms = next - now;
             ts.tv_sec += (time_t)(wait_ms / 1000);
             ts.tv_nsec += (long)(wait_ms % 1000) * 1000000;
             if (ts.tv_nsec >= 1000000000) {
@@ -1152,7 +2070,7 @@ static void *core_main(void *arg)
         struct proposal *in = c->in_head;
         c->in_head = c->in_tail = NULL;
         bool have_sync = c->sync_has_result;
-        int sync_rc = c->sync_rc;
+        int sync_rc = c->sync_rc, sync_errno = c->sync_errno;
         struct journal_sync *tok = c->sync_done_tok;
         if (have_sync) {
             c->sync_has_result = false;
@@ -1162,6 +2080,7 @@ static void *core_main(void *arg)
         int ckpt_rc = c->ckpt_rc;
         uint64_t ckpt_index = c->ckpt_index;
         c->ckpt_have_result = false;
+        bool frames = atomic_exchange(&c->tp_wake, false);
         bool stopping = c->stopping;
         pthread_mutex_unlock(&c->mu);
         if (have_ckpt) {
@@ -1169,46 +2088,45 @@ static void *core_main(void *arg)
             if (ckpt_rc == 0)
                 c->trim_pending = ckpt_index;
         }
-
         if (have_sync) {
-            c->sync_inflight = false;
-            int rc = journal_sync_done(c->j, tok, sync_rc);
-            if (rc) {
-                io_set_last_errno(c->sync_errno);
-                set_fatal(c, rc, "journal fsync");
-            }
+            sync_finished(c, tok, sync_rc, sync_errno);
+            report_persisted(c);
+        }
+        if (frames && c->tp)
+            transport_poll(c->tp, on_frame, c);
+        uint64_t now_ms = clock_mono_ms();
+        if (c->cluster && now_ms >= c->next_raft_tick_ms) {
+            c->next_raft_tick_ms = now_ms + c->raft_tick_ms;
+            raft_tick(c->raft);
         }
         /* Order matters for latency: new entries are written and the next fsync is started
-         * before the entries made durable by the previous one are applied and answered, so the
-         * disk works while this thread does. */
-        int fatal = atomic_load(&c->fatal);
+         * (inside handle_ready) before the entries made durable by the previous one are applied
+         * and answered, so the disk works while this thread does. */
         if (in)
             check_space(c, false);
         while (in) {
             struct proposal *p = in;
             in = p->next;
-            int rc = fatal                                          ? fatal
-                     : (c->nospace_watermark && !frees_space(p->type)) ? ERR_NOSPACE
-                                                                       : sequence(c, p);
-            if (rc)
-                fail(c, p, rc);
+            if (p->concern == WC_DEFAULT)
+                p->concern = (uint8_t)c->ha.write_concern;
+            if ((p->concern == WC_ONE || p->concern == WC_ASYNC) && p->type != ENTRY_PRODUCE)
+                p->concern = WC_MAJORITY; /* its answer needs apply's result */
+            p->concern_met = p->concern;
+            p->deadline_ns = clock_mono_ns() +
+                             (p->timeout_ms ? p->timeout_ms : c->cfg.write_timeout_ms) * 1000000;
+            take_proposal(c, p);
             atomic_fetch_add_explicit(&c->st_proposals, 1, memory_order_relaxed);
         }
-        if (!atomic_load(&c->fatal)) {
-            int rc = journal_flush(c->j);
-            if (rc == ERR_NOSPACE) {
-                if (!c->nospace_journal)
-                    LOG_E("core", "journal: no space left on device; writes refused until space returns");
-                c->nospace_journal = true;
-            } else if (rc) {
-                set_fatal(c, rc, "journal write");
-            } else if (c->nospace_journal &&
-                       journal_flushed_index(c->j) == journal_last_index(c->j)) {
-                c->nospace_journal = false;
-                LOG_I("core", "journal: space is back; buffered entries written");
-            }
-            atomic_store(&c->nospace, c->nospace_journal || c->nospace_watermark);
+        handle_ready(c);
+        leader_transitions(c);
+        if (c->leader_ready && c->held_head == NULL)
+            handle_ready(c); /* entries of proposals released by the transition */
+        start_sync(c);
+        if (c->cluster && !atomic_load(&c->fatal)) {
+            answer_persisted(c);
+            answer_acked(c);
         }
+        answer_dups(c);
         if (c->checkpoint_due && !atomic_load(&c->fatal)) {
             c->checkpoint_due = false;
             checkpoint_start(c); /* between rounds: the state is exactly applied_index */
@@ -1217,31 +2135,26 @@ static void *core_main(void *arg)
             checkpoint_finish(c, c->trim_pending);
             c->trim_pending = 0;
         }
-        if (!atomic_load(&c->fatal) && !c->sync_inflight &&
-            journal_flushed_index(c->j) > journal_durable_index(c->j)) {
-            struct journal_sync *t = NULL;
-            int rc = journal_sync_prepare(c->j, &t);
-            if (rc) {
-                set_fatal(c, rc, "journal sync");
-            } else if (t) {
-                c->sync_inflight = true;
-                pthread_mutex_lock(&c->mu);
-                c->sync_tok = t;
-                atomic_store_explicit(&c->sync_tok_ready, true, memory_order_release);
-                pthread_cond_signal(&c->sync_cond);
-                pthread_mutex_unlock(&c->mu);
-            }
-        }
-        if (!atomic_load(&c->fatal))
-            apply_durable(c);
         if (atomic_load(&c->fatal) && !c->sync_inflight)
             fail_all(c, ERR_STORE_FAILED);
-        if (clock_mono_ms() >= c->next_tick_ms) {
-            c->next_tick_ms = clock_mono_ms() + TICK_MS;
+        now_ms = clock_mono_ms();
+        if (c->cluster && now_ms >= c->next_deadline_check_ms) {
+            c->next_deadline_check_ms = now_ms + c->raft_tick_ms;
+            check_deadlines(c);
+        }
+        if (now_ms >= c->next_tick_ms) {
+            c->next_tick_ms = now_ms + TICK_MS;
+            if (!c->cluster && !atomic_load(&c->fatal))
+                raft_tick(c->raft);
             if (!atomic_load(&c->fatal) && !stopping)
                 tick(c);
+            if (now_ms >= c->next_priority_check_ms) {
+                c->next_priority_check_ms = now_ms + 1000;
+                check_priority(c);
+            }
         }
-        if (stopping && !c->sync_inflight && !c->pend_head && !c->dup_head) {
+        if (stopping && !c->sync_inflight && !c->pend_head && !c->dup_head && !c->ack_head &&
+            !c->held_head) {
             pthread_mutex_lock(&c->mu);
             bool empty = c->in_head == NULL;
             pthread_mutex_unlock(&c->mu);
@@ -1267,6 +2180,14 @@ static void *core_main(void *arg)
 
 int core_start(struct core *c)
 {
+    if (c->tp) {
+        int rc = transport_start(c->tp);
+        if (rc) {
+            LOG_E("core", "raft transport: cannot listen on %s:%u", c->ha.nodes[c->ha.self].host,
+                  c->ha.nodes[c->ha.self].raft_port);
+            return rc;
+        }
+    }
     atomic_store(&c->ready, true);
     if (pthread_create(&c->sync_thread, NULL, sync_main, c))
         return ERR_NOMEM;
@@ -1301,12 +2222,28 @@ void core_stop(struct core *c)
     pthread_cond_signal(&c->sync_cond);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->sync_thread, NULL);
+    if (c->tp)
+        transport_stop(c->tp);
 }
 
 void core_close(struct core *c)
 {
     if (!c)
         return;
+    transport_free(c->tp);
+    raft_free(c->raft);
+    if (c->apply_it)
+        journal_iter_close(c->apply_it);
+    tailcache_free(&c->cache);
+    xfree(c->ents);
+    sbuf_free(&c->msg_buf);
+    sbuf_free(&c->stor_buf);
+    sbuf_free(&c->applied_conf);
+    conf_truncate(c, 0);
+    xfree(c->confs);
+    seq_idem_clear(c);
+    hmap_free(&c->seq_idem);
+    xfree(c->raft_dir);
     if (c->j)
         journal_close(c->j);
     broker_close(c->broker);
@@ -1322,10 +2259,81 @@ void core_close(struct core *c)
     xfree(c);
 }
 
+int core_write_check(struct core *c)
+{
+    if (!c->cluster || atomic_load(&c->st_role) == RAFT_LEADER)
+        return 0;
+    return atomic_load(&c->st_leader) ? ERR_NOT_LEADER : ERR_NO_LEADER;
+}
+
+bool core_cluster(struct core *c) { return c->cluster; }
+enum write_concern core_default_concern(struct core *c) { return c->ha.write_concern; }
+
+uint64_t core_leader(struct core *c, char *url, size_t url_len)
+{
+    if (url_len)
+        url[0] = 0;
+    if (!c->cluster)
+        return c->self_id;
+    uint64_t id = atomic_load(&c->st_leader);
+    int i = id ? ha_find(&c->ha, id) : -1;
+    if (i >= 0 && url_len)
+        ha_node_url(&c->ha.nodes[i], url, url_len);
+    return id;
+}
+
+static const char *role_name(int role)
+{
+    switch (role) {
+    case RAFT_LEADER: return "leader";
+    case RAFT_CANDIDATE: return "candidate";
+    case RAFT_PRE_CANDIDATE: return "pre_candidate";
+    default: return "follower";
+    }
+}
+
+void core_ha_status(struct core *c, struct core_ha_status *o)
+{
+    memset(o, 0, sizeof *o);
+    o->enabled = c->cluster;
+    int role = atomic_load(&c->st_role);
+    o->role = role_name(role);
+    o->term = atomic_load(&c->st_term);
+    o->leader_id = core_leader(c, o->leader_url, sizeof o->leader_url);
+    int li = o->leader_id ? ha_find(&c->ha, o->leader_id) : -1;
+    if (li >= 0)
+        snprintf(o->leader_name, sizeof o->leader_name, "%s", c->ha.nodes[li].name);
+    o->commit_index = atomic_load(&c->st_commit);
+    o->applied_index = atomic_load(&c->st_applied);
+    o->last_index = atomic_load(&c->st_last);
+    o->durable_index = atomic_load(&c->st_durable);
+    o->write_concern = ha_write_concern_name(c->ha.write_concern);
+    o->elections_won = atomic_load(&c->st_elections);
+    o->leader_changes = atomic_load(&c->st_leader_changes);
+    if (!c->cluster) {
+        snprintf(o->node_id, sizeof o->node_id, "single");
+        return;
+    }
+    snprintf(o->node_id, sizeof o->node_id, "%s", c->ha.nodes[c->ha.self].name);
+    for (size_t i = 0; i < c->ha.n_nodes; i++) {
+        struct core_peer_status *ps = &o->peers[o->n_peers++];
+        snprintf(ps->name, sizeof ps->name, "%s", c->ha.nodes[i].name);
+        ha_node_url(&c->ha.nodes[i], ps->url, sizeof ps->url);
+        ps->self = i == c->ha.self;
+        ps->voter = true; /* membership changes are not exposed yet: every listed node votes */
+        struct transport_peer_state tps;
+        ps->connected = ps->self || (transport_peer_state(c->tp, c->ha.nodes[i].id, &tps) == 0 &&
+                                     tps.connected);
+        ps->match_index = role == RAFT_LEADER ? atomic_load(&c->st_match[i]) : 0;
+    }
+}
+
 int core_propose(struct core *c, struct proposal *p)
 {
     int f = atomic_load(&c->fatal);
     if (f)
+        return f;
+    if ((f = core_write_check(c)) != 0)
         return f;
     if (atomic_load(&c->nospace) && !frees_space(p->type))
         return ERR_NOSPACE;

@@ -18,14 +18,24 @@
  *      (after apply, or with p->err set if it was rejected or the store failed). After
  *      PROPOSAL_DONE the core never touches p again.
  *
- * A single node is the one-voter case of the replicated design: "durable" = fsynced locally,
- * which is the commit rule of a one-node Raft group.
+ * Replication: the journal is the Raft log (src/raft). Every write goes through raft_propose on
+ * the leader; entries are applied on every node once committed (a majority fsynced them). A single
+ * node is a one-voter group on the same code path: there, committed = fsynced locally. On a
+ * follower core_propose fails with ERR_NOT_LEADER (core_leader names the leader) or ERR_NO_LEADER.
+ * Write concerns (p->concern, see ha_config.h): async answers at PROPOSAL_APPENDED; "1" answers a
+ * produce once the leader's fsync covers it (other writes need apply's result: as majority);
+ * majority answers after apply; all additionally waits until every voter fsynced it (if that does
+ * not happen before the deadline, it is answered with concern_met = majority: it is committed).
+ * In a cluster the core enforces p->timeout_ms: a write not committed by then fails with
+ * ERR_COMMIT_TIMEOUT (outcome unknown); a write whose entry a new leader discarded fails with
+ * ERR_NOT_COMMITTED (definitely not applied).
  */
 #ifndef AYDER_CORE_CORE_H
 #define AYDER_CORE_CORE_H
 
 #include "base/buf.h"
 #include "broker/broker.h"
+#include "core/ha_config.h"
 #include "io/io.h"
 #include "journal/journal.h"
 #include "kv/kv.h"
@@ -48,6 +58,8 @@ struct core_config {
     uint32_t max_inflight;           /* proposals not yet done; beyond -> ERR_OVERLOADED */
     uint64_t max_inflight_bytes;
     uint64_t min_free_bytes;         /* refuse writes (507) while the data dir's disk has less */
+    const struct ha_config *ha;      /* NULL or !enabled: single node (a one-voter group) */
+    uint64_t write_timeout_ms;       /* cluster: default p->timeout_ms (0 = 5000) */
 };
 
 void core_config_default(struct core_config *c);
@@ -62,7 +74,12 @@ struct proposal {
     struct slice key;                 /* produce: key for the partitioner (proposer memory) */
     bool has_key;
     uint32_t record_count;
+    uint8_t concern;                  /* enum write_concern; WC_DEFAULT = the node's default */
+    uint64_t timeout_ms;              /* cluster: 0 = core_config.write_timeout_ms */
     /* results */
+    uint8_t concern_met;              /* the concern the answer satisfies (PROPOSAL_DONE, err 0) */
+    uint64_t term;                    /* core-internal: the Raft term it was proposed in */
+    uint64_t deadline_ns;             /* core-internal */
     enum proposal_phase phase;
     int err;                          /* 0 or ERR_* */
     uint64_t index;                   /* journal index (the response's batch_id) */
@@ -95,6 +112,37 @@ struct kv *core_kv(struct core *c);
  * sentence for /health. */
 int core_health(struct core *c, char *why, size_t why_len);
 bool core_ready(struct core *c);
+
+/* The leader as this node knows it: 0 = none known, else fills url ("http://host:port") when
+ * url_len > 0. In single-node mode: this node (url empty). */
+uint64_t core_leader(struct core *c, char *url, size_t url_len);
+/* In cluster mode, a write to this node would be refused: ERR_NOT_LEADER / ERR_NO_LEADER. 0 on
+ * the leader and in single-node mode. Cheap (atomics). */
+int core_write_check(struct core *c);
+bool core_cluster(struct core *c);
+enum write_concern core_default_concern(struct core *c);
+
+struct core_peer_status {
+    char name[HA_NAME_MAX];
+    char url[HA_HOST_MAX + 16];
+    bool self, voter, connected;
+    uint64_t match_index; /* leader only */
+};
+
+struct core_ha_status {
+    bool enabled;
+    char node_id[HA_NAME_MAX];
+    const char *role;            /* "leader", "follower", "candidate", "pre_candidate" */
+    uint64_t term, leader_id;
+    char leader_name[HA_NAME_MAX];
+    char leader_url[HA_HOST_MAX + 16];
+    uint64_t commit_index, applied_index, last_index, durable_index;
+    const char *write_concern;
+    size_t n_peers;
+    struct core_peer_status peers[HA_MAX_NODES];
+    uint64_t elections_won, leader_changes;
+};
+void core_ha_status(struct core *c, struct core_ha_status *out);
 
 struct core_stats {
     uint64_t last_index, durable_index, applied_index;
