@@ -124,6 +124,9 @@ struct rctx {
     bool waiting;
     /* commit echo */
     uint64_t commit_offset;
+    /* consistency=leader reads */
+    struct read_barrier rb;
+    struct route_match match;
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1652,6 +1655,58 @@ static void preflight(struct rctx *x)
     http_respond(x->req, 204, NULL, hdr, "", 0);
 }
 
+static void dispatch(struct rctx *x, struct route_match *mp)
+{
+    struct route_match m = *mp;
+    int id = x->route;
+    switch (id) {
+    case R_HEALTH: h_health(x); break;
+    case R_READY: h_ready(x); break;
+    case R_METRICS: h_metrics(x, false); break;
+    case R_METRICS_HA: h_metrics(x, true); break;
+    case R_HA_STATUS: h_ha_status(x); break;
+    case R_PRODUCE: h_produce(x, &m); break;
+    case R_PRODUCE_NDJSON: h_produce_ndjson(x, &m); break;
+    case R_CONSUME: h_consume(x, &m); break;
+    case R_COMMIT: json_write(x, ENTRY_COMMIT, enc_commit); break;
+    case R_TOPICS_CREATE: json_write(x, ENTRY_TOPIC_CREATE, enc_topic_create); break;
+    case R_TOPICS_LIST: h_topics_list(x); break;
+    case R_TOPIC_GET: h_topic_get(x, &m); break;
+    case R_TOPIC_DELETE: h_topic_delete(x, &m); break;
+    case R_GROUP:
+    case R_GROUP_TOPIC: h_group(x, &m); break;
+    case R_DELETE_BEFORE: json_write(x, ENTRY_DELETE_BEFORE, enc_delete_before); break;
+    case R_RETENTION: json_write(x, ENTRY_RETENTION, enc_retention); break;
+    case R_KV_LIST: h_kv_list(x, &m); break;
+    case R_KV_GET: h_kv_get(x, &m); break;
+    case R_KV_PUT:
+    case R_KV_PUT2: h_kv_write(x, &m, false); break;
+    case R_KV_DEL: h_kv_write(x, &m, true); break;
+    default: respond_error(x, ERR_NO_ROUTE, NULL); break;
+    }
+}
+
+/* Worker: the read barrier finished. */
+static void post_read(struct http_req *req, void *arg)
+{
+    (void)arg;
+    struct rctx *x = http_req_user(req);
+    if (!http_req_responded(req)) {
+        if (x->rb.err)
+            respond_error(x, x->rb.err, NULL);
+        else
+            dispatch(x, &x->match);
+    }
+    http_req_unref(req);
+}
+
+/* Core thread. */
+static void on_read_barrier(struct read_barrier *rb)
+{
+    struct rctx *x = rb->ctx;
+    http_req_post(x->req, post_read, NULL);
+}
+
 void api_handle(void *ctx, struct http_req *req)
 {
     struct api *a = ctx;
@@ -1710,31 +1765,34 @@ void api_handle(void *ctx, struct http_req *req)
             return;
         }
     }
-    switch (id) {
-    case R_HEALTH: h_health(x); break;
-    case R_READY: h_ready(x); break;
-    case R_METRICS: h_metrics(x, false); break;
-    case R_METRICS_HA: h_metrics(x, true); break;
-    case R_HA_STATUS: h_ha_status(x); break;
-    case R_PRODUCE: h_produce(x, &m); break;
-    case R_PRODUCE_NDJSON: h_produce_ndjson(x, &m); break;
-    case R_CONSUME: h_consume(x, &m); break;
-    case R_COMMIT: json_write(x, ENTRY_COMMIT, enc_commit); break;
-    case R_TOPICS_CREATE: json_write(x, ENTRY_TOPIC_CREATE, enc_topic_create); break;
-    case R_TOPICS_LIST: h_topics_list(x); break;
-    case R_TOPIC_GET: h_topic_get(x, &m); break;
-    case R_TOPIC_DELETE: h_topic_delete(x, &m); break;
-    case R_GROUP:
-    case R_GROUP_TOPIC: h_group(x, &m); break;
-    case R_DELETE_BEFORE: json_write(x, ENTRY_DELETE_BEFORE, enc_delete_before); break;
-    case R_RETENTION: json_write(x, ENTRY_RETENTION, enc_retention); break;
-    case R_KV_LIST: h_kv_list(x, &m); break;
-    case R_KV_GET: h_kv_get(x, &m); break;
-    case R_KV_PUT:
-    case R_KV_PUT2: h_kv_write(x, &m, false); break;
-    case R_KV_DEL: h_kv_write(x, &m, true); break;
-    default: respond_error(x, ERR_NO_ROUTE, NULL); break;
+    if (id == R_CONSUME || id == R_KV_GET || id == R_KV_LIST || id == R_TOPICS_LIST ||
+        id == R_TOPIC_GET || id == R_GROUP || id == R_GROUP_TOPIC) {
+        struct slice cons;
+        rc = qparam(x, "consistency", &cons);
+        if (rc < 0) {
+            respond_error(x, rc, NULL);
+            return;
+        }
+        if (rc == 1 && !slice_eq_cstr(cons, "local")) {
+            if (!slice_eq_cstr(cons, "leader") && !slice_eq_cstr(cons, "linearizable")) {
+                respond_error(x, ERR_BAD_PARAM, "consistency must be 'local' or 'leader'");
+                return;
+            }
+            /* ReadIndex: serve once the leader confirmed it still leads and applied
+             * everything committed before this read arrived. */
+            x->match = m;
+            x->rb.done = on_read_barrier;
+            x->rb.ctx = x;
+            http_req_ref(req);
+            rc = core_read_barrier(a->core, &x->rb);
+            if (rc) {
+                http_req_unref(req);
+                respond_error(x, rc, NULL);
+            }
+            return;
+        }
     }
+    dispatch(x, &m);
 }
 
 int api_new(const struct api_config *cfg, struct api **out)

@@ -155,6 +155,11 @@ struct core {
     bool persist_pending;
     uint64_t persist_index, persist_term;
     uint64_t next_deadline_check_ms, next_priority_check_ms;
+    struct read_barrier *rb_in_head, *rb_in_tail; /* incoming (under mu) */
+    struct read_barrier *rb_held;   /* leader not ready yet */
+    struct read_barrier *rb_sent;   /* raft_read_index issued, answer pending */
+    struct read_barrier *rb_wait;   /* read index known, waiting for apply */
+    uint64_t rb_seq;
     _Atomic int st_role;
     _Atomic uint64_t st_term, st_leader, st_commit, st_elections, st_leader_changes;
     _Atomic uint64_t st_match[HA_MAX_NODES];
@@ -1770,6 +1775,8 @@ static void send_msgs(struct core *c, const struct raft_msg *msgs, size_t n)
     }
 }
 
+static void rb_confirmed(struct core *c, uint64_t seq, uint64_t index);
+
 /* Carry out every ready Raft has, in the order raft.h prescribes. */
 static void handle_ready(struct core *c)
 {
@@ -1819,6 +1826,8 @@ static void handle_ready(struct core *c)
             send_msgs(c, rd.msgs, rd.n_msgs);
         if (!atomic_load(&c->fatal) && rd.apply_to)
             apply_committed(c, rd.apply_from, rd.apply_to);
+        for (size_t i = 0; i < rd.n_reads; i++)
+            rb_confirmed(c, rd.reads[i].ctx, rd.reads[i].index);
         raft_advance(c->raft, &rd);
         report_persisted(c);
     }
@@ -1936,6 +1945,98 @@ static void take_proposal(struct core *c, struct proposal *p)
         fail(c, p, rc);
 }
 
+static void rb_finish_list(struct read_barrier **head, int err)
+{
+    while (*head) {
+        struct read_barrier *rb = *head;
+        *head = rb->next;
+        rb->err = err;
+        rb->done(rb);
+    }
+}
+
+static void rb_issue(struct core *c, struct read_barrier *rb)
+{
+    rb->seq = ++c->rb_seq;
+    int rc = raft_read_index(c->raft, rb->seq);
+    if (rc == ERR_AGAIN) {
+        rb->next = c->rb_held;
+        c->rb_held = rb;
+    } else if (rc) {
+        rb->err = rc == RAFT_ERR_NOT_LEADER ? not_leader_err(c) : rc;
+        rb->done(rb);
+    } else {
+        rb->next = c->rb_sent;
+        c->rb_sent = rb;
+    }
+}
+
+static void rb_take(struct core *c, struct read_barrier *in)
+{
+    while (in) {
+        struct read_barrier *rb = in;
+        in = rb->next;
+        rb->next = NULL;
+        rb->deadline_ns = clock_mono_ns() + c->cfg.write_timeout_ms * 1000000;
+        if (raft_role(c->raft) != RAFT_LEADER) {
+            rb->err = not_leader_err(c);
+            rb->done(rb);
+        } else if (!c->leader_ready) {
+            rb->next = c->rb_held;
+            c->rb_held = rb;
+        } else {
+            rb_issue(c, rb);
+        }
+    }
+}
+
+/* Raft answered read `seq` with the commit index it confirmed. */
+static void rb_confirmed(struct core *c, uint64_t seq, uint64_t index)
+{
+    for (struct read_barrier **pp = &c->rb_sent; *pp; pp = &(*pp)->next) {
+        if ((*pp)->seq == seq) {
+            struct read_barrier *rb = *pp;
+            *pp = rb->next;
+            rb->index = index;
+            rb->next = c->rb_wait;
+            c->rb_wait = rb;
+            return;
+        }
+    }
+}
+
+static void rb_applied(struct core *c)
+{
+    for (struct read_barrier **pp = &c->rb_wait; *pp;) {
+        struct read_barrier *rb = *pp;
+        if (rb->index <= c->applied_index) {
+            *pp = rb->next;
+            rb->err = 0;
+            rb->done(rb);
+        } else {
+            pp = &rb->next;
+        }
+    }
+}
+
+static void rb_deadlines(struct core *c)
+{
+    uint64_t now = clock_mono_ns();
+    struct read_barrier **lists[] = {&c->rb_held, &c->rb_sent, &c->rb_wait};
+    for (size_t k = 0; k < 3; k++) {
+        for (struct read_barrier **pp = lists[k]; *pp;) {
+            struct read_barrier *rb = *pp;
+            if (now >= rb->deadline_ns) {
+                *pp = rb->next;
+                rb->err = ERR_COMMIT_TIMEOUT;
+                rb->done(rb);
+            } else {
+                pp = &rb->next;
+            }
+        }
+    }
+}
+
 /* Leadership changes: a new leader accepts writes once everything before its no-op is applied
  * (then the sequencer view is rebuilt from the applied state, exactly). */
 static void leader_transitions(struct core *c)
@@ -1958,6 +2059,9 @@ static void leader_transitions(struct core *c)
         c->leader_ready = false;
         fail_list(c, &c->held_head, not_leader_err(c));
         c->held_tail = NULL;
+        rb_finish_list(&c->rb_held, not_leader_err(c));
+        rb_finish_list(&c->rb_sent, not_leader_err(c));
+        rb_finish_list(&c->rb_wait, not_leader_err(c));
         if (c->cluster)
             LOG_I("core", "raft: no longer leader (term %" PRIu64 ")", raft_term(c->raft));
     }
@@ -1974,6 +2078,15 @@ static void leader_transitions(struct core *c)
             struct proposal *next = p->next;
             take_proposal(c, p);
             p = next;
+        }
+    }
+    if (leader && c->leader_ready && c->rb_held) {
+        struct read_barrier *rb = c->rb_held;
+        c->rb_held = NULL;
+        while (rb) {
+            struct read_barrier *next = rb->next;
+            rb_issue(c, rb);
+            rb = next;
         }
     }
     if (leader) {
@@ -2045,7 +2158,7 @@ static void *core_main(void *arg)
         pthread_mutex_lock(&c->mu);
         for (;;) {
             if (c->in_head || c->sync_has_result || c->ckpt_have_result ||
-                atomic_load(&c->tp_wake))
+                atomic_load(&c->tp_wake) || c->rb_in_head)
                 break;
             if (c->stopping && !c->sync_inflight && !c->pend_head && !c->dup_head &&
                 !c->ack_head && !c->held_head)
@@ -2081,6 +2194,8 @@ static void *core_main(void *arg)
         uint64_t ckpt_index = c->ckpt_index;
         c->ckpt_have_result = false;
         bool frames = atomic_exchange(&c->tp_wake, false);
+        struct read_barrier *rb_in = c->rb_in_head;
+        c->rb_in_head = c->rb_in_tail = NULL;
         bool stopping = c->stopping;
         pthread_mutex_unlock(&c->mu);
         if (have_ckpt) {
@@ -2117,6 +2232,7 @@ static void *core_main(void *arg)
             take_proposal(c, p);
             atomic_fetch_add_explicit(&c->st_proposals, 1, memory_order_relaxed);
         }
+        rb_take(c, rb_in);
         handle_ready(c);
         leader_transitions(c);
         if (c->leader_ready && c->held_head == NULL)
@@ -2127,6 +2243,7 @@ static void *core_main(void *arg)
             answer_acked(c);
         }
         answer_dups(c);
+        rb_applied(c);
         if (c->checkpoint_due && !atomic_load(&c->fatal)) {
             c->checkpoint_due = false;
             checkpoint_start(c); /* between rounds: the state is exactly applied_index */
@@ -2141,6 +2258,7 @@ static void *core_main(void *arg)
         if (c->cluster && now_ms >= c->next_deadline_check_ms) {
             c->next_deadline_check_ms = now_ms + c->raft_tick_ms;
             check_deadlines(c);
+            rb_deadlines(c);
         }
         if (now_ms >= c->next_tick_ms) {
             c->next_tick_ms = now_ms + TICK_MS;
@@ -2166,6 +2284,14 @@ static void *core_main(void *arg)
             }
         }
     }
+    rb_finish_list(&c->rb_held, ERR_NOT_READY);
+    rb_finish_list(&c->rb_sent, ERR_NOT_READY);
+    rb_finish_list(&c->rb_wait, ERR_NOT_READY);
+    pthread_mutex_lock(&c->mu);
+    struct read_barrier *rb_left = c->rb_in_head;
+    c->rb_in_head = c->rb_in_tail = NULL;
+    pthread_mutex_unlock(&c->mu);
+    rb_finish_list(&rb_left, ERR_NOT_READY);
     /* Let a background checkpoint finish, then take the final one here. */
     pthread_mutex_lock(&c->mu);
     while (c->ckpt_busy && !c->ckpt_have_result)
@@ -2257,6 +2383,32 @@ void core_close(struct core *c)
     pthread_cond_destroy(&c->sync_cond);
     pthread_cond_destroy(&c->cond_prealloc);
     xfree(c);
+}
+
+int core_read_barrier(struct core *c, struct read_barrier *rb)
+{
+    rb->err = 0;
+    rb->next = NULL;
+    if (!c->cluster) {
+        rb->done(rb); /* one voter: its applied state is the committed state */
+        return 0;
+    }
+    int rc = core_write_check(c);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&c->mu);
+    if (c->stopping) {
+        pthread_mutex_unlock(&c->mu);
+        return ERR_NOT_READY;
+    }
+    if (c->rb_in_tail)
+        c->rb_in_tail->next = rb;
+    else
+        c->rb_in_head = rb;
+    c->rb_in_tail = rb;
+    pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&c->mu);
+    return 0;
 }
 
 int core_write_check(struct core *c)

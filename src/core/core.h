@@ -105,6 +105,20 @@ void core_abort(struct core *c);
  * done is never called: ERR_OVERLOADED, ERR_STORE_FAILED, ERR_NOSPACE, ERR_NOT_READY. */
 int core_propose(struct core *c, struct proposal *p);
 
+/* A linearizable read (ReadIndex): done(rb) is called on the core thread once this node, as the
+ * leader, confirmed its leadership with a quorum after the read arrived and applied everything
+ * committed before it (rb->err = 0: now read the local state), or with rb->err = ERR_NOT_LEADER /
+ * ERR_NO_LEADER / ERR_COMMIT_TIMEOUT. On a single node it completes at once. 0: done will be
+ * called; otherwise an error and done is never called. */
+struct read_barrier {
+    struct read_barrier *next;  /* core-internal */
+    uint64_t seq, index, deadline_ns; /* core-internal */
+    int err;
+    void (*done)(struct read_barrier *rb);
+    void *ctx;
+};
+int core_read_barrier(struct core *c, struct read_barrier *rb);
+
 struct broker *core_broker(struct core *c);
 struct kv *core_kv(struct core *c);
 

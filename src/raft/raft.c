@@ -23,8 +23,28 @@
  *  5. Entries handed to the host for apply are <= commit and <= persisted.
  *  6. The latest configuration in the log (committed or not) is the active one; a leader
  *     proposes a new one only after the previous one and an entry of its own term committed.
- *  7. Unstable entries occupy [u_first, last_index]; everything below u_first is in the host log
- *     (the host log's entries >= truncate_from are logically gone until the next advance).
+ *  7. The log is [snap.index + 1, last_index] on top of the snapshot base (snap.index, snap.term):
+ *     unstable entries occupy [u_first, last_index], everything in (snap.index, u_first) is in
+ *     the host log (its entries >= truncate_from are logically gone until the next advance), and
+ *     the storage is never asked about an index <= snap.index, and
+ *     snap.index <= applied <= min(commit, persisted).
+ *  8. A follower in the leader's "snapshot" progress state gets no appends until the host calls
+ *     raft_snapshot_done or the follower acknowledges an index >= the snapshot's index. At most
+ *     one snapshot per follower is outstanding at the host in one term: a new one is sent only
+ *     after raft_snapshot_done for the previous (a new term resets progress, and the host then
+ *     drops, without reporting, the streams of the older term).
+ *  9. An installed snapshot is always a committed prefix: the leader sends only its own base
+ *     (<= its applied <= its commit), and a follower installs only beyond its commit, resetting
+ *     base = commit = applied = persisted = the snapshot index. The acknowledgement of an
+ *     install rides in the same ready as rd.install, which the host makes durable before it
+ *     sends that ready's messages (so invariant 3 holds for it too).
+ *
+ * Snapshot progress of one follower, on the leader:
+ *
+ *   probe/replicate --(next <= snap.index) [replicate_to -> send_snapshot]--> SNAPSHOT
+ *   SNAPSHOT --(raft_snapshot_done ok)------------> probe from snapshot index + 1
+ *   SNAPSHOT --(raft_snapshot_done !ok)-----------> probe, retried at the next heartbeat
+ *   SNAPSHOT --(APPEND_RESP ok, index >= snapshot index) [handle_append_resp]--> replicate
  *
  * Memory: unstable entries own copies of their data (xmalloc); outgoing message entries are
  * copied into an arena reset at raft_advance. On allocation failure a message is dropped (Raft
@@ -53,6 +73,9 @@ struct progress {
     bool active;          /* heard from since the last check-quorum round */
     uint64_t sent_commit; /* commit already told via heartbeat */
     uint64_t read_ack;    /* highest read sequence echoed */
+    bool snapshot;        /* waiting for a snapshot: no appends (invariant 8) */
+    bool streaming;       /* the host has a stream to it outstanding (until done) */
+    uint64_t snap_index;  /* the index the last snapshot sent covers */
     uint64_t ack_tick;    /* tick of the last progress */
     uint32_t n_inflight, inflight_head;
     uint64_t inflight[RAFT_MAX_INFLIGHT]; /* last index of each in-flight append, FIFO */
@@ -75,6 +98,9 @@ struct raft {
     struct raft_hardstate hs_last; /* last hard state handed to the host */
     uint64_t commit, applied, persisted;
     uint64_t last_index, last_term;
+    struct raft_snapshot_meta snap; /* the log's base (invariant 7) */
+    bool install;                   /* the next ready installs install_meta */
+    struct raft_snapshot_meta install_meta;
     /* Unstable entries. */
     uint64_t u_first, truncate_from;
     struct raft_entry *u;
@@ -102,6 +128,8 @@ struct raft {
     /* Outbox (valid until raft_advance). */
     struct raft_msg *msgs;
     size_t n_msgs, msgs_cap;
+    struct raft_msg *snaps; /* rd.snap_send */
+    size_t n_snaps, snaps_cap;
     struct raft_read *out_reads;
     size_t n_out_reads, out_reads_cap;
     struct arena arena;
@@ -129,6 +157,11 @@ static bool conf_is_learner(const struct raft_conf *c, uint64_t id)
 bool raft_conf_has(const struct raft_conf *c, uint64_t id)
 {
     return raft_conf_is_voter(c, id) || conf_is_learner(c, id);
+}
+
+static bool conf_sane(const struct raft_conf *c)
+{
+    return c->n_voters <= RAFT_MAX_NODES && c->n_learners <= RAFT_MAX_NODES - c->n_voters;
 }
 
 int raft_conf_encode(const struct raft_conf *c, struct sbuf *out)
@@ -195,8 +228,12 @@ static int term_at(const struct raft *r, uint64_t index, uint64_t *term)
         *term = 0;
         return 0;
     }
-    if (index > r->last_index)
-        return ERR_NOT_FOUND;
+    if (index > r->last_index || index < r->snap.index)
+        return ERR_NOT_FOUND; /* below the base: compacted away, term unknown */
+    if (index == r->snap.index) {
+        *term = r->snap.term;
+        return 0;
+    }
     if (index >= r->u_first) {
         *term = r->u[index - r->u_first].term;
         return 0;
@@ -217,14 +254,16 @@ static void free_unstable_from(struct raft *r, size_t k)
     r->u_n = k;
 }
 
-static void load_conf_before(struct raft *r, uint64_t before)
+/* The latest configuration with index < before (before > snap.index): unstable entries first
+ * (newest wins), then the host log above the base, then the snapshot's. */
+static void conf_before(const struct raft *r, uint64_t before, struct raft_conf *c,
+                        uint64_t *index)
 {
-    /* Unstable entries below `before` first (newest wins), then the host log. */
     for (size_t i = r->u_n; i-- > 0;) {
         const struct raft_entry *e = &r->u[i];
         if (e->index < before && e->type == RAFT_ENTRY_CONFIG &&
-            raft_conf_decode(e->data, &r->conf) == 0) {
-            r->conf_index = e->index;
+            raft_conf_decode(e->data, c) == 0) {
+            *index = e->index;
             return;
         }
     }
@@ -232,12 +271,22 @@ static void load_conf_before(struct raft *r, uint64_t before)
     struct slice data = {0};
     uint64_t lim = before < r->u_first ? before : r->u_first;
     if (r->o.storage->config_before(r->o.storage->ctx, lim, &idx, &data) == 0 &&
-        raft_conf_decode(data, &r->conf) == 0) {
-        r->conf_index = idx;
+        idx > r->snap.index && idx < lim && raft_conf_decode(data, c) == 0) {
+        *index = idx;
         return;
     }
-    memset(&r->conf, 0, sizeof r->conf);
-    r->conf_index = 0;
+    if (r->snap.index) {
+        *c = r->snap.conf;
+        *index = r->snap.index;
+        return;
+    }
+    memset(c, 0, sizeof *c);
+    *index = 0;
+}
+
+static void load_conf_before(struct raft *r, uint64_t before)
+{
+    conf_before(r, before, &r->conf, &r->conf_index);
 }
 
 /* Drop every entry >= x (x > commit). */
@@ -303,23 +352,29 @@ static int append_one(struct raft *r, uint64_t term, uint8_t type, struct slice 
 
 /* ---------------------------------------------------------------- outbox */
 
-static struct raft_msg *push_msg(struct raft *r, uint8_t type, uint64_t to)
+static struct raft_msg *push_into(struct raft *r, struct raft_msg **arr, size_t *n, size_t *cap,
+                                  uint8_t type, uint64_t to)
 {
-    if (r->n_msgs == r->msgs_cap) {
-        size_t cap = r->msgs_cap ? r->msgs_cap * 2 : 32;
-        struct raft_msg *nm = xrealloc(r->msgs, cap * sizeof *nm);
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 32;
+        struct raft_msg *nm = xrealloc(*arr, ncap * sizeof *nm);
         if (!nm)
             return NULL;
-        r->msgs = nm;
-        r->msgs_cap = cap;
+        *arr = nm;
+        *cap = ncap;
     }
-    struct raft_msg *m = &r->msgs[r->n_msgs++];
+    struct raft_msg *m = &(*arr)[(*n)++];
     memset(m, 0, sizeof *m);
     m->type = type;
     m->from = r->id;
     m->to = to;
     m->term = r->term;
     return m;
+}
+
+static struct raft_msg *push_msg(struct raft *r, uint8_t type, uint64_t to)
+{
+    return push_into(r, &r->msgs, &r->n_msgs, &r->msgs_cap, type, to);
 }
 
 static void push_read(struct raft *r, uint64_t ctx, uint64_t index)
@@ -585,9 +640,41 @@ static bool send_append(struct raft *r, struct progress *p)
     return true;
 }
 
+/* The entries p needs are compacted away: hand the host a snapshot for it (invariant 8). */
+static void send_snapshot(struct raft *r, struct progress *p)
+{
+    struct sbuf sb;
+    sbuf_init(&sb, 0);
+    int rc = raft_conf_encode(&r->snap.conf, &sb);
+    struct raft_entry *e = arena_alloc(&r->arena, sizeof *e);
+    uint8_t *data = arena_alloc(&r->arena, sb.len ? sb.len : 1);
+    struct raft_msg *m = NULL;
+    if (rc == 0 && e && data)
+        m = push_into(r, &r->snaps, &r->n_snaps, &r->snaps_cap, RAFT_MSG_SNAPSHOT, p->id);
+    if (m) {
+        memcpy(data, sb.data, sb.len);
+        *e = (struct raft_entry){r->snap.term, r->snap.index, RAFT_ENTRY_CONFIG,
+                                 slice_of(data, sb.len)};
+        m->index = r->snap.index;
+        m->log_term = r->snap.term;
+        m->commit = r->commit;
+        m->entries = e;
+        m->n_entries = 1;
+        pr_probe(p);
+        p->snapshot = p->streaming = true;
+        p->snap_index = r->snap.index;
+    }
+    sbuf_free(&sb); /* on failure nothing changed: retried on the next broadcast */
+}
+
 static void replicate_to(struct raft *r, struct progress *p)
 {
-    if (p->replicate) {
+    if (!p->snapshot && !p->streaming && p->next <= r->snap.index &&
+        (p->replicate || !p->probe_sent))
+        send_snapshot(r, p);
+    if (p->snapshot) {
+        /* Nothing but heartbeats until the snapshot is done or acknowledged. */
+    } else if (p->replicate) {
         while (p->next <= r->last_index && p->n_inflight < r->o.max_inflight)
             if (!send_append(r, p))
                 break;
@@ -664,8 +751,8 @@ static void handle_append_resp(struct raft *r, const struct raft_msg *m)
         return;
     p->active = true;
     if (m->reject) {
-        if (m->index < p->match)
-            return; /* stale */
+        if (m->index < p->match || p->snapshot)
+            return; /* stale, or answers an append sent before the snapshot */
         uint64_t next = m->hint && m->hint < m->index ? m->hint : m->index;
         if (next < p->match + 1)
             next = p->match + 1;
@@ -686,6 +773,11 @@ static void handle_append_resp(struct raft *r, const struct raft_msg *m)
         maybe_commit(r);
     }
     pr_free_inflight(p, m->index);
+    if (p->snapshot) {
+        if (m->index < p->snap_index)
+            return; /* still waiting for the snapshot */
+        p->snapshot = false; /* installed (or already held): resume replicating */
+    }
     if (!p->replicate) {
         p->replicate = true;
         p->n_inflight = p->inflight_head = 0;
@@ -744,7 +836,9 @@ static void maybe_ack(struct raft *r)
 static void handle_append(struct raft *r, const struct raft_msg *m)
 {
     uint64_t prev_term = 0;
-    bool ok = m->index == 0 || (term_at(r, m->index, &prev_term) == 0 && prev_term == m->log_term);
+    /* A prev below our base is inside our snapshot: committed, so equal to the leader's. */
+    bool ok = m->index == 0 || m->index < r->snap.index ||
+              (term_at(r, m->index, &prev_term) == 0 && prev_term == m->log_term);
     if (!ok) {
         struct raft_msg *resp = push_msg(r, RAFT_MSG_APPEND_RESP, m->from);
         if (!resp)
@@ -770,6 +864,8 @@ static void handle_append(struct raft *r, const struct raft_msg *m)
         const struct raft_entry *e = &m->entries[k];
         if (e->index > r->last_index)
             break;
+        if (e->index <= r->snap.index)
+            continue; /* covered by our snapshot */
         if (term_or_zero(r, e->index) != e->term) {
             if (e->index <= r->commit)
                 return;
@@ -816,6 +912,55 @@ static void handle_heartbeat(struct raft *r, const struct raft_msg *m)
         resp->ctx = m->ctx;
 }
 
+/* RAFT_MSG_SNAPSHOT from the leader of this term (the host staged its data before stepping it).
+ * The snapshot is a committed prefix (invariant 9), so whatever it covers may become our
+ * commit index. */
+static void handle_snapshot(struct raft *r, const struct raft_msg *m)
+{
+    struct raft_conf conf;
+    if (raft_conf_decode(m->entries[0].data, &conf) != 0)
+        return; /* validate_msg already refused it; never trust a second reading less */
+    if (m->index <= r->commit) {
+        /* Nothing to install: report the durable part of our committed prefix so the leader
+         * leaves its snapshot state. Committed entries are the leader's too (log matching). */
+        uint64_t a = r->commit < r->persisted ? r->commit : r->persisted;
+        struct raft_msg *resp = push_msg(r, RAFT_MSG_APPEND_RESP, m->from);
+        if (resp)
+            resp->index = a;
+        if (resp && a > r->acked)
+            r->acked = a;
+        return;
+    }
+    uint64_t t = 0;
+    if (term_at(r, m->index, &t) == 0 &&
+        (t == m->log_term || PLANTED(RAFT_PLANT_SNAPSHOT_SKIP_TERM_CHECK))) {
+        /* We hold that entry: our prefix up to it is the committed one. */
+        if (m->index > r->verified)
+            r->verified = m->index;
+        r->commit = m->index;
+        r->ack_owed = true;
+        send_ack(r); /* covers only what is persisted; raft_persisted acks the rest */
+        return;
+    }
+    /* Install: the whole log goes, the snapshot becomes its base. */
+    free_unstable_from(r, 0);
+    r->u_first = m->index + 1;
+    r->truncate_from = 0;
+    r->last_index = m->index;
+    r->last_term = m->log_term;
+    r->commit = r->applied = r->persisted = r->verified = m->index;
+    r->snap = (struct raft_snapshot_meta){m->index, m->log_term, conf};
+    r->conf = conf;
+    r->conf_index = m->index;
+    r->install = true;
+    r->install_meta = r->snap;
+    struct raft_msg *resp = push_msg(r, RAFT_MSG_APPEND_RESP, m->from);
+    if (resp)
+        resp->index = m->index;
+    r->acked = m->index;
+    r->ack_owed = false;
+}
+
 static void handle_vote(struct raft *r, const struct raft_msg *m)
 {
     bool pre = m->type == RAFT_MSG_PREVOTE;
@@ -851,6 +996,15 @@ static int validate_msg(const struct raft *r, const struct raft_msg *m)
     if (m->type == 0 || m->type >= RAFT_MSG__MAX || m->to != r->id || m->from == 0 ||
         m->from == r->id || m->term == 0)
         return ERR_INVALID;
+    if (m->type == RAFT_MSG_SNAPSHOT) {
+        struct raft_conf c;
+        if (m->n_entries != 1 || !m->entries || m->index == 0 || m->log_term == 0 ||
+            m->log_term > m->term || m->entries[0].type != RAFT_ENTRY_CONFIG ||
+            m->entries[0].index != m->index || m->entries[0].data.len > RAFT_ENTRY_MAX_BYTES ||
+            raft_conf_decode(m->entries[0].data, &c) != 0)
+            return ERR_INVALID;
+        return 0;
+    }
     if (m->n_entries > RAFT_MSG_MAX_ENTRIES || (m->n_entries && m->type != RAFT_MSG_APPEND))
         return ERR_INVALID;
     if (m->n_entries && (!m->entries || m->index > UINT64_MAX - m->n_entries))
@@ -882,7 +1036,8 @@ int raft_step(struct raft *r, const struct raft_msg *m)
         if (m->type == RAFT_MSG_PREVOTE || (m->type == RAFT_MSG_PREVOTE_RESP && !m->reject)) {
             /* Pre-vote never changes the receiver's term. */
         } else {
-            bool from_leader = m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT;
+            bool from_leader = m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT ||
+                               m->type == RAFT_MSG_SNAPSHOT;
             uint32_t elapsed = r->election_elapsed;
             bool was_follower = r->role == RAFT_FOLLOWER;
             become_follower(r, m->term, from_leader ? m->from : 0);
@@ -895,7 +1050,8 @@ int raft_step(struct raft *r, const struct raft_msg *m)
     } else if (m->term < r->term) {
         /* Tell a stale leader or candidate about the newer term so it steps down. */
         uint8_t t = 0;
-        if (m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT)
+        if (m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT ||
+            m->type == RAFT_MSG_SNAPSHOT)
             t = RAFT_MSG_APPEND_RESP;
         else if (vote_req)
             t = (uint8_t)(m->type + 1);
@@ -937,6 +1093,7 @@ int raft_step(struct raft *r, const struct raft_msg *m)
         break;
     case RAFT_MSG_APPEND:
     case RAFT_MSG_HEARTBEAT:
+    case RAFT_MSG_SNAPSHOT:
         if (r->role == RAFT_LEADER)
             return ERR_INVALID; /* two leaders in one term: a forged message */
         if (r->role != RAFT_FOLLOWER || r->leader != m->from)
@@ -944,6 +1101,8 @@ int raft_step(struct raft *r, const struct raft_msg *m)
         r->election_elapsed = 0;
         if (m->type == RAFT_MSG_APPEND)
             handle_append(r, m);
+        else if (m->type == RAFT_MSG_SNAPSHOT)
+            handle_snapshot(r, m);
         else
             handle_heartbeat(r, m);
         break;
@@ -959,7 +1118,7 @@ int raft_step(struct raft *r, const struct raft_msg *m)
             p->active = true;
             if (m->ctx > p->read_ack && m->ctx <= r->read_seq)
                 p->read_ack = m->ctx;
-            if (!p->replicate && p->match < r->last_index) {
+            if (!p->replicate && !p->snapshot && p->match < r->last_index) {
                 p->probe_sent = false;
                 r->bcast = true;
             }
@@ -1152,6 +1311,57 @@ int raft_read_index(struct raft *r, uint64_t ctx)
     return 0;
 }
 
+void raft_compact(struct raft *r, const struct raft_snapshot_meta *m)
+{
+    ASSERT(!r->in_ready);
+    if (m->index <= r->snap.index || m->index > r->applied || m->term == 0 ||
+        !conf_sane(&m->conf))
+        return; /* older than the base we have, or not applied yet */
+    /* applied <= persisted < u_first: nothing unstable is below the new base (invariant 7). */
+    r->snap = *m;
+}
+
+void raft_snapshot_done(struct raft *r, uint64_t to, bool ok)
+{
+    ASSERT(!r->in_ready);
+    struct progress *p = r->role == RAFT_LEADER ? find_pr(r, to) : NULL;
+    if (!p || !p->streaming)
+        return;
+    p->streaming = false;
+    if (!p->snapshot) {
+        r->bcast = true; /* already acknowledged; a newer snapshot may be due now */
+        return;
+    }
+    p->snapshot = false;
+    pr_probe(p);
+    if (ok) {
+        /* The follower holds (or is about to hold) the snapshot: probe right after it. Its
+         * APPEND_RESP, to the snapshot message or to this probe, resumes replication. */
+        if (p->next < p->snap_index + 1)
+            p->next = p->snap_index + 1;
+        r->bcast = true;
+    } else {
+        /* Try again (a new snapshot if still needed) at the next heartbeat, not at once. */
+        p->next = p->match + 1;
+        p->probe_sent = true;
+    }
+}
+
+void raft_peer_reset(struct raft *r, uint64_t id)
+{
+    ASSERT(!r->in_ready);
+    struct progress *p = r->role == RAFT_LEADER ? find_pr(r, id) : NULL;
+    if (!p)
+        return;
+    p->match = 0;
+    p->sent_commit = 0;
+    if (!p->snapshot) { /* an outstanding snapshot ends through raft_snapshot_done */
+        p->next = r->last_index + 1;
+        pr_probe(p);
+    }
+    r->bcast = true;
+}
+
 /* ---------------------------------------------------------------- output */
 
 bool raft_ready(struct raft *r, struct raft_ready *rd)
@@ -1181,8 +1391,13 @@ bool raft_ready(struct raft *r, struct raft_ready *rd)
     }
     rd->reads = r->out_reads;
     rd->n_reads = r->n_out_reads;
+    rd->snap_send = r->snaps;
+    rd->n_snap_send = r->n_snaps;
+    rd->install = r->install;
+    if (r->install)
+        rd->snap = r->install_meta;
     bool any = rd->hs_changed || rd->truncate_from || rd->n_entries || rd->n_msgs ||
-               rd->apply_to || rd->n_reads;
+               rd->apply_to || rd->n_reads || rd->n_snap_send || rd->install;
     r->in_ready = any;
     return any;
 }
@@ -1201,6 +1416,8 @@ void raft_advance(struct raft *r, const struct raft_ready *rd)
         r->applied = rd->apply_to;
     r->n_msgs = 0;
     r->n_out_reads = 0;
+    r->n_snaps = 0;
+    r->install = false;
     arena_reset(&r->arena);
 }
 
@@ -1212,7 +1429,9 @@ int raft_new(const struct raft_options *opts, struct raft **out)
     if (opts->id == 0 || !s || !s->last_index || !s->term_at || !s->entries ||
         !s->config_before || !opts->rand || opts->heartbeat_ticks == 0 ||
         opts->election_ticks <= opts->heartbeat_ticks || opts->max_inflight == 0 ||
-        opts->max_inflight > RAFT_MAX_INFLIGHT || opts->max_msg_bytes == 0)
+        opts->max_inflight > RAFT_MAX_INFLIGHT || opts->max_msg_bytes == 0 ||
+        (opts->snap.index == 0) != (opts->snap.term == 0) || !conf_sane(&opts->snap.conf) ||
+        opts->applied < opts->snap.index)
         return ERR_INVALID;
     struct raft *r = xcalloc(1, sizeof *r);
     if (!r)
@@ -1222,12 +1441,20 @@ int raft_new(const struct raft_options *opts, struct raft **out)
     r->term = opts->hs.term;
     r->vote = opts->hs.vote;
     r->hs_last = opts->hs;
+    r->snap = opts->snap;
     r->last_index = s->last_index(s->ctx);
+    if (r->last_index < r->snap.index)
+        r->last_index = r->snap.index; /* nothing after the base */
     r->u_first = r->last_index + 1;
-    if (r->last_index && s->term_at(s->ctx, r->last_index, &r->last_term) != 0) {
+    if (opts->applied > r->last_index) {
+        xfree(r);
+        return ERR_INVALID;
+    }
+    if (term_at(r, r->last_index, &r->last_term) != 0) {
         xfree(r);
         return ERR_CORRUPT;
     }
+    r->commit = r->applied = opts->applied; /* the host applies only committed entries */
     if (r->last_term > r->term) { /* hard state lost but the log survived: never go back */
         r->term = r->last_term;
         r->vote = 0;
@@ -1248,6 +1475,7 @@ void raft_free(struct raft *r)
     free_unstable_from(r, 0);
     xfree(r->u);
     xfree(r->msgs);
+    xfree(r->snaps);
     xfree(r->out_reads);
     arena_free(&r->arena);
     xfree(r);
@@ -1261,6 +1489,28 @@ uint64_t raft_commit(const struct raft *r) { return r->commit; }
 uint64_t raft_last_index(const struct raft *r) { return r->last_index; }
 uint64_t raft_persisted_index(const struct raft *r) { return r->persisted; }
 const struct raft_conf *raft_conf(const struct raft *r) { return &r->conf; }
+const struct raft_snapshot_meta *raft_snapshot(const struct raft *r) { return &r->snap; }
+
+int raft_conf_at(const struct raft *r, uint64_t index, struct raft_conf *out)
+{
+    if (index < r->snap.index || index > r->last_index)
+        return ERR_NOT_FOUND;
+    uint64_t at = 0;
+    if (r->conf_index <= index)
+        *out = r->conf; /* the latest configuration is already in effect there */
+    else
+        conf_before(r, index + 1, out, &at);
+    return 0;
+}
+
+uint32_t raft_snapshots_sending(const struct raft *r)
+{
+    uint32_t n = 0;
+    if (r->role == RAFT_LEADER)
+        for (uint32_t i = 0; i < r->n_prs; i++)
+            n += r->prs[i].streaming ? 1 : 0;
+    return n;
+}
 
 int raft_match(const struct raft *r, uint64_t node, uint64_t *match)
 {

@@ -37,9 +37,19 @@
  * heartbeat) with per-follower in-flight limits and probe/replicate flow control, leadership
  * transfer (TimeoutNow), single-server membership changes (add learner, promote, remove) with
  * at most one uncommitted change, ReadIndex reads.
- * ABSENT (not implemented; the integrator must not rely on them): snapshots / InstallSnapshot and
- * log compaction (storage first_index must stay 1; a follower behind is caught up from the log),
- * election priorities.
+ * Snapshots and log compaction: the host snapshots its state machine at its applied index and
+ * calls raft_compact(); from then on the raft treats every entry <= the snapshot index (the log's
+ * BASE) as gone: it never asks storage for them, term_at(base) is answered from the snapshot's
+ * term, and an index below the base has no known term. A leader whose follower needs entries at
+ * or below its base hands the host a RAFT_MSG_SNAPSHOT in rd.snap_send; the host streams its
+ * snapshot out of band, then delivers that (small) message, and reports raft_snapshot_done().
+ * The receiving host stages the streamed data, steps the message, and installs when the ready
+ * says rd.install (details at struct raft_ready). A host that wants to serve slow followers from
+ * a tail of its log simply compacts later (raft_compact with an older snapshot).
+ * ABSENT (not implemented; the integrator must not rely on them): election priorities. A node
+ * that lost its whole disk is safe to restart with an empty log only as a learner (or after it
+ * was removed from the configuration): Raft's quorums assume voters keep what they
+ * acknowledged, and a leader never lowers a follower's acknowledged match index.
  */
 #ifndef AYDER_RAFT_RAFT_H
 #define AYDER_RAFT_RAFT_H
@@ -102,6 +112,10 @@ enum raft_msg_type {
     RAFT_MSG_HEARTBEAT,     /* commit (<= follower's match), ctx = read sequence */
     RAFT_MSG_HEARTBEAT_RESP,/* ctx echoed */
     RAFT_MSG_TIMEOUT_NOW,   /* leadership transfer: campaign now */
+    RAFT_MSG_SNAPSHOT,      /* leader -> follower: install the snapshot described by index/log_term
+                               and the configuration carried as entries[0] (type CONFIG; its index
+                               is msg.index, its term msg.log_term); commit = leader's commit.
+                               The state-machine data travels out of band (see raft_ready) */
     RAFT_MSG__MAX
 };
 
@@ -125,7 +139,16 @@ struct raft_hardstate {
     uint64_t vote; /* 0 = none */
 };
 
-/* The host's log. All callbacks receive ctx. Indexes start at 1; the log is contiguous. */
+/* A snapshot: the state machine after applying every entry <= index. */
+struct raft_snapshot_meta {
+    uint64_t index, term;   /* last entry the snapshot covers; 0,0 = no snapshot */
+    struct raft_conf conf;  /* the configuration in effect at index */
+};
+
+/* The host's log. All callbacks receive ctx. Indexes start at 1; the log is contiguous.
+ * With a snapshot base b (raft_options.snap, raft_compact, an install) the log holds
+ * [b + 1, last]; the raft never asks for an index <= b (entries the host still keeps there are
+ * ignored). last_index returns b when nothing follows the base (0 is accepted too). */
 struct raft_storage {
     void *ctx;
     /* Last index in the host log (0 if empty). Only called by raft_init. */
@@ -137,7 +160,9 @@ struct raft_storage {
     int (*entries)(void *ctx, uint64_t from, size_t max_bytes, struct raft_entry *out,
                    size_t max_count, size_t *n);
     /* The latest CONFIG entry with index < before: *index and its data (borrowed).
-     * ERR_NOT_FOUND if there is none. Called by raft_init and after a truncation. */
+     * ERR_NOT_FOUND if there is none (an entry at or below the base may be returned or not:
+     * the raft then uses the snapshot's configuration). Called by raft_init, after a
+     * truncation, and by raft_conf_at. */
     int (*config_before)(void *ctx, uint64_t before, uint64_t *index, struct slice *data);
 };
 
@@ -153,6 +178,11 @@ struct raft_options {
     bool check_quorum;
     uint64_t (*rand)(void *ctx);
     void *rand_ctx;
+    uint64_t applied;               /* host's applied index at start (>= snap.index, <= last);
+                                       the commit index starts here, apply_from at applied+1 */
+    struct raft_snapshot_meta snap; /* the log's base: entries <= snap.index may be absent
+                                       from storage (storage holds [snap.index+1, last]);
+                                       term_at(snap.index) is answered from snap.term */
 };
 
 struct raft_read {
@@ -171,6 +201,24 @@ struct raft_ready {
     uint64_t apply_from, apply_to; /* apply_to == 0: nothing to apply */
     const struct raft_read *reads;
     size_t n_reads;
+    /* Leader: outgoing snapshots. For each, the host streams the snapshot whose index/term are
+     * snap_send[i].index/log_term (its current one, the last passed to raft_compact or
+     * installed) to snap_send[i].to OUT OF BAND, and then delivers snap_send[i] (the metadata
+     * message) to the peer like any message and calls raft_snapshot_done(to, true); if it
+     * cannot (peer unreachable, that snapshot already replaced) it calls
+     * raft_snapshot_done(to, false). The raft sends at most one per peer until that call.
+     * Report a stream only while raft_term() still equals snap_send[i].term: a term change
+     * resets the leader's progress, and a stream of an older term is dropped unreported. */
+    const struct raft_msg *snap_send;
+    size_t n_snap_send;
+    /* Follower: install the snapshot `snap` BEFORE step 2 (the data already arrived out of band
+     * and was staged by the host before it stepped the RAFT_MSG_SNAPSHOT). Durably and
+     * atomically: the host's log becomes empty with base snap.index/snap.term (rd.entries, if
+     * any, then follow at snap.index + 1), its state machine becomes the snapshot, its applied
+     * index snap.index, and snap becomes its current snapshot. This ready's msgs carry the
+     * acknowledgement of the install, so the install must be durable before step 4. */
+    bool install;
+    struct raft_snapshot_meta snap;
 };
 
 struct raft; /* opaque */
@@ -201,6 +249,24 @@ int raft_transfer_leadership(struct raft *r, uint64_t to);
  * ERR_AGAIN before the leader committed an entry of its term; ERR_OVERLOADED if too many. */
 int raft_read_index(struct raft *r, uint64_t ctx);
 
+/* The host made a snapshot covering everything <= m->index (m->index <= the applied index) and
+ * may drop entries <= m->index from its log. It becomes the log's base and the snapshot that
+ * leaders send. Ignored if m->index is beyond the applied index or not beyond the current base.
+ * m->term must be the term of entry m->index and m->conf the configuration in effect there
+ * (raft_conf_at). Never fails. */
+void raft_compact(struct raft *r, const struct raft_snapshot_meta *m);
+/* Leader: the host finished (ok=true) or gave up (false) sending a snapshot to `to` (in the
+ * term the snapshot was asked for, see raft_ready.snap_send). ok: the follower is probed from
+ * the snapshot index + 1 (its acknowledgement resumes replication); !ok: probed again after a
+ * heartbeat interval (which may send a new snapshot). Ignored unless `to` has a snapshot
+ * outstanding. */
+void raft_snapshot_done(struct raft *r, uint64_t to, bool ok);
+/* Leader: peer `id` restarted (its transport incarnation changed), so what it acknowledged may
+ * be gone (a wiped learner): forget its match index and probe it afresh. Always safe (a lower
+ * match only delays; commit never goes back); without it a leader keeps probing a wiped
+ * follower just above its old match index. No-op for a non-leader or an unknown id. */
+void raft_peer_reset(struct raft *r, uint64_t id);
+
 /* Output. */
 bool raft_ready(struct raft *r, struct raft_ready *rd);
 void raft_advance(struct raft *r, const struct raft_ready *rd);
@@ -216,6 +282,14 @@ uint64_t raft_persisted_index(const struct raft *r);
 const struct raft_conf *raft_conf(const struct raft *r);
 /* Leader only: replication progress of node (self = its persisted index). ERR_NOT_FOUND. */
 int raft_match(const struct raft *r, uint64_t node, uint64_t *match);
+/* The current snapshot (the log's base; index 0 = none). Borrowed for the raft's lifetime;
+ * changes at raft_compact and on an install. */
+const struct raft_snapshot_meta *raft_snapshot(const struct raft *r);
+/* The configuration in effect at index (base <= index <= last index), for raft_compact's
+ * meta. ERR_NOT_FOUND outside that range. */
+int raft_conf_at(const struct raft *r, uint64_t index, struct raft_conf *out);
+/* Leader only: how many followers have a snapshot outstanding (for metrics); 0 otherwise. */
+uint32_t raft_snapshots_sending(const struct raft *r);
 /* Leader only: voters whose persisted log holds index (write concern "all" = *acked == *voters;
  * "1" = raft_persisted_index >= index; "majority" = raft_commit >= index). */
 void raft_acked_by(const struct raft *r, uint64_t index, uint32_t *acked, uint32_t *voters);
@@ -242,6 +316,9 @@ enum raft_plant {
     RAFT_PLANT_ACK_BEFORE_FSYNC, /* follower acknowledges entries before they are persisted */
     RAFT_PLANT_VOTE_NOT_PERSISTED, /* the ready's hard state omits a newly granted vote */
     RAFT_PLANT_APPLY_BEFORE_COMMIT, /* apply everything appended, committed or not */
+    RAFT_PLANT_SNAPSHOT_SKIP_TERM_CHECK, /* a follower fast-forwards to a snapshot's index
+                                            without checking that its entry there has the
+                                            snapshot's term */
 };
 extern enum raft_plant raft_test_plant;
 #endif

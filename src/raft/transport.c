@@ -32,6 +32,10 @@
  *  5. tx is refilled from the send queue only when fully written, so an SSL_write that returned
  *     WANT_WRITE is always retried with the same bytes.
  *  6. Nothing received from the network is asserted on: bad input closes that connection.
+ *  7. When listen_host is a specific IP literal (not "0.0.0.0" or "::"), outgoing connections to
+ *     peers of the same address family are bound to that address (port chosen by the kernel), so
+ *     a peer sees our traffic come from our own raft address. Firewall rules that match on
+ *     (source, destination) pairs, as the cluster tests' partitions do, then cut both directions.
  */
 #include "raft/transport.h"
 
@@ -41,6 +45,7 @@
 #include "base/hash.h"
 #include "base/log.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -121,6 +126,10 @@ struct transport {
     struct transport_config cfg; /* strings point into the copies below / in peers */
     char self_name[TRANSPORT_NAME_MAX + 1];
     char listen_host[TRANSPORT_HOST_MAX + 1];
+    /* Source address for outgoing connections (invariant 7); src_family 0 = let the kernel pick. */
+    int src_family;
+    struct sockaddr_storage src_addr;
+    socklen_t src_len;
     char *tls_ca, *tls_cert, *tls_key;
     SSL_CTX *ssl_ctx;
     uint64_t incarnation;
@@ -765,6 +774,48 @@ static void conn_io(struct transport *t, struct conn *c, short revents)
 
 /* ------------------------------------------------------------------------------ dial, accept */
 
+/* Invariant 7: a specific IPv4/IPv6 literal in listen_host becomes the dial source address.
+ * Wildcards and host names leave the choice to the kernel. */
+static void source_addr_init(struct transport *t)
+{
+    t->src_family = 0;
+    memset(&t->src_addr, 0, sizeof t->src_addr);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&t->src_addr;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&t->src_addr;
+    if (inet_pton(AF_INET, t->listen_host, &a4->sin_addr) == 1) {
+        if (a4->sin_addr.s_addr == htonl(INADDR_ANY))
+            return;
+        a4->sin_family = AF_INET;
+        a4->sin_port = 0;
+        t->src_family = AF_INET;
+        t->src_len = sizeof *a4;
+    } else if (inet_pton(AF_INET6, t->listen_host, &a6->sin6_addr) == 1) {
+        if (memcmp(&a6->sin6_addr, &in6addr_any, sizeof in6addr_any) == 0)
+            return;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = 0;
+        t->src_family = AF_INET6;
+        t->src_len = sizeof *a6;
+    }
+}
+
+/* Bind fd (of the given family) to the source address, if one applies. false = bind failed. */
+static bool bind_source(struct transport *t, int fd, int family)
+{
+    if (t->src_family == 0 || t->src_family != family)
+        return true;
+#ifdef IP_BIND_ADDRESS_NO_PORT
+    /* Pick the port at connect time (by 4-tuple), so many dials do not exhaust ports. */
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+#endif
+    if (bind(fd, (const struct sockaddr *)&t->src_addr, t->src_len) != 0) {
+        LOG_W(MOD, "bind dial source %s: %s", t->listen_host, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
 static void dial(struct transport *t, struct peer *p)
 {
     pthread_mutex_lock(&t->mu);
@@ -788,6 +839,12 @@ static void dial(struct transport *t, struct peer *p)
         a = a->ai_next;
     int fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
+        freeaddrinfo(ai);
+        schedule_dial(t, p);
+        return;
+    }
+    if (!bind_source(t, fd, a->ai_family)) {
+        close(fd);
         freeaddrinfo(ai);
         schedule_dial(t, p);
         return;
@@ -1004,6 +1061,7 @@ int transport_new(const struct transport_config *cfg, struct transport **out)
         goto err_free;
     t->cfg.self_name = t->self_name;
     t->cfg.listen_host = t->listen_host;
+    source_addr_init(t);
     t->cfg.peers = NULL;
     if (!t->cfg.max_frame_bytes)
         t->cfg.max_frame_bytes = TRANSPORT_DEFAULT_MAX_FRAME_BYTES;

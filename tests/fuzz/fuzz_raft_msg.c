@@ -5,9 +5,10 @@
  *  2. A message it accepts re-encodes (never longer than the input) and decodes back to the
  *     same fields: the encoder writes minimal varints, while the decoder may accept
  *     non-minimal ones, so fields are compared rather than bytes.
- *  3. Accepted entries have consecutive indexes after msg.index and known types.
- * The codec is compiled in here because src/raft is not (yet) in the Makefile's library list;
- * once it is, the library's copy is simply not pulled in.
+ *  3. Accepted entries have consecutive indexes after msg.index and known types; only APPEND
+ *     and SNAPSHOT carry entries, a SNAPSHOT exactly one valid CONFIG entry at msg.index.
+ * The codec is compiled in here (the library's raft_msg.o is then not pulled in);
+ * raft_conf_decode comes from the library's raft.o.
  */
 #include "raft/raft_msg.c"
 
@@ -26,8 +27,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct raft_msg m, m2;
     if (raft_msg_decode(slice_of(data, size), &m, ents, CAP) != 0)
         return 0;
+    if (m.type == RAFT_MSG_SNAPSHOT) {
+        struct raft_conf c;
+        ASSERT(m.n_entries == 1 && m.entries[0].index == m.index && m.index != 0);
+        ASSERT(m.entries[0].type == RAFT_ENTRY_CONFIG &&
+               raft_conf_decode(m.entries[0].data, &c) == 0);
+    } else if (m.n_entries) {
+        ASSERT(m.type == RAFT_MSG_APPEND);
+    }
     for (size_t i = 0; i < m.n_entries; i++) {
-        ASSERT(m.entries[i].index == m.index + 1 + i);
+        ASSERT(m.entries[i].index == m.index + (m.type == RAFT_MSG_SNAPSHOT ? 0 : 1 + i));
         ASSERT(raft_entry_type_valid(m.entries[i].type));
         ASSERT(m.entries[i].data.ptr >= data && m.entries[i].data.ptr + m.entries[i].data.len <=
                                                     data + size);

@@ -14,6 +14,18 @@
  *    partition (symmetric, one-way, isolated leader), or held while the receiver is paused.
  *  - Oracle: committed[i] is the entry a leader committed at index i; every later commit,
  *    apply and leader election is compared with it.
+ *  - Snapshots (opts.snapshots): a node's state machine is a hash chain over the entries it
+ *    applied. At random points a node snapshots it at its applied index, calls raft_compact,
+ *    and drops its log up to a random tail below that index (the raft must never ask storage
+ *    about an index at or below the base). A leader's snap_send becomes a "stream" that takes a
+ *    few steps and may fail (random failure, link blocked, receiver down or restarted, leader
+ *    restarted): on success the receiver stages the data (volatile: a crash loses it), the
+ *    metadata message goes through the lossy network, and raft_snapshot_done(ok) is reported;
+ *    on failure raft_snapshot_done(false). A receiver steps a SNAPSHOT message only if it has
+ *    the matching data staged. rd.install must match the staged data, which must equal the
+ *    oracle's committed prefix; the install is atomic and durable. Learners being added may be
+ *    wiped (disk and hard state lost entirely) and rejoin, by snapshot once the leader compacted;
+ *    restarts are reported to leaders with raft_peer_reset.
  *
  * Invariants of the simulator itself:
  *  1. The run depends only on the options (one xorshift stream, no wall clock, no addresses).
@@ -49,8 +61,15 @@ struct sim_ent {
     size_t len;
 };
 
+struct sim_snap {
+    struct raft_snapshot_meta meta; /* meta.index 0 = none */
+    uint64_t sm_h;                  /* the state machine: hash chain of entries 1..index */
+};
+
 struct sim_node {
+    struct sim *sim;
     uint64_t id;
+    uint64_t inc; /* incarnation: bumped at every start */
     bool member; /* started and not removed */
     bool alive, paused;
     uint64_t down_until, paused_until;
@@ -58,10 +77,14 @@ struct sim_node {
     uint64_t rng;
     struct raft *r;
     struct raft_storage st;
-    struct sim_ent *log;
-    size_t len, cap, durable;
+    struct sim_ent *log; /* log[k] is index off + 1 + k; entries (off, last] */
+    size_t cap;
+    uint64_t off, off_term, last, durable;
     struct raft_hardstate hs;
-    uint64_t applied;
+    uint64_t applied, sm_h;
+    struct sim_snap snap;  /* durable, the log's base for the raft */
+    struct sim_snap stage; /* received out of band (volatile); meta.index 0 = none */
+    bool no_wipe;          /* a promotion was proposed: a voter from now on */
     uint64_t checked_term;  /* last term whose leadership was checked for completeness */
     uint64_t oracle_done;   /* commit index already folded into the oracle by this leader */
     uint64_t led_term;      /* last term in which this node was seen leading */
@@ -89,6 +112,15 @@ struct sim_read {
     uint64_t ctx, min_index;
 };
 
+struct sim_stream { /* a snapshot being sent out of band */
+    int from, to;
+    uint64_t term, from_inc, to_inc, done_at;
+    bool fail;
+    struct sim_snap data;
+    uint8_t *bytes; /* the encoded metadata message */
+    size_t len;
+};
+
 struct sim {
     struct rsim_opts o;
     struct rsim_result *res;
@@ -110,6 +142,12 @@ struct sim {
     size_t n_lm, cap_lm;
     struct sim_read reads[64];
     int n_reads;
+    uint64_t *prefix; /* prefix[i] = hash chain of committed[1..i], valid up to n_prefix */
+    size_t cap_prefix;
+    uint64_t n_prefix;
+    struct sim_stream *streams;
+    size_t n_streams, cap_streams;
+    uint32_t compact_pm, wipe_pm, stream_fail_pct;
     uint64_t next_value;
     /* Membership driver. */
     int target;        /* node being added (grow) or removed (shrink); 0 = done */
@@ -177,16 +215,74 @@ static void *grow(void *p, size_t *cap, size_t need, size_t elem)
     return np;
 }
 
+/* ---------------------------------------------------------------- log helpers */
+
+static struct sim_ent *ent(const struct sim_node *n, uint64_t i)
+{
+    ASSERT(i > n->off && i <= n->last);
+    return &n->log[i - n->off - 1];
+}
+
+static uint64_t term_of(const struct sim_node *n, uint64_t i)
+{
+    if (i == n->off)
+        return n->off_term;
+    return ent(n, i)->term;
+}
+
+static uint64_t chain(uint64_t sm_h, uint64_t entry_h)
+{
+    return hash_bytes(&entry_h, sizeof entry_h, sm_h ^ 0x51A7E5EEDULL);
+}
+
+/* The oracle's state machine after the committed prefix 1..i (i <= n_committed). */
+static uint64_t oracle_prefix(struct sim *s, uint64_t i)
+{
+    ASSERT(i <= s->n_committed);
+    s->prefix = grow(s->prefix, &s->cap_prefix, i + 1, sizeof *s->prefix);
+    for (; s->n_prefix < i; s->n_prefix++)
+        s->prefix[s->n_prefix + 1] = chain(s->prefix[s->n_prefix],
+                                           s->committed[s->n_prefix + 1].h);
+    return s->prefix[i];
+}
+
+/* Does the node durably hold committed entry i (in its snapshot or its durable log)? */
+static bool node_holds(const struct sim_node *n, uint64_t i, uint64_t term, uint64_t h, bool dur)
+{
+    if (i <= n->snap.meta.index)
+        return true; /* a snapshot is a checked committed prefix */
+    if (i > (dur ? n->durable : n->last) || i <= n->off)
+        return false;
+    return ent(n, i)->term == term && ent(n, i)->h == h;
+}
+
+static bool conf_eq(const struct raft_conf *a, const struct raft_conf *b)
+{
+    if (a->n_voters != b->n_voters || a->n_learners != b->n_learners)
+        return false;
+    for (uint32_t i = 0; i < a->n_voters; i++)
+        if (a->voters[i] != b->voters[i])
+            return false;
+    for (uint32_t i = 0; i < a->n_learners; i++)
+        if (a->learners[i] != b->learners[i])
+            return false;
+    return true;
+}
+
 /* ---------------------------------------------------------------- storage callbacks */
 
-static uint64_t st_last_index(void *ctx) { return ((struct sim_node *)ctx)->len; }
+static void storage_below_base(struct sim_node *n, const char *what, uint64_t index);
+
+static uint64_t st_last_index(void *ctx) { return ((struct sim_node *)ctx)->last; }
 
 static int st_term_at(void *ctx, uint64_t index, uint64_t *term)
 {
     struct sim_node *n = ctx;
-    if (index == 0 || index > n->len)
+    if (index <= n->snap.meta.index)
+        storage_below_base(n, "term_at", index);
+    if (index <= n->off || index > n->last)
         return ERR_NOT_FOUND;
-    *term = n->log[index - 1].term;
+    *term = ent(n, index)->term;
     return 0;
 }
 
@@ -195,8 +291,12 @@ static int st_entries(void *ctx, uint64_t from, size_t max_bytes, struct raft_en
 {
     struct sim_node *n = ctx;
     size_t k = 0, bytes = 0;
-    while (k < max_count && from + k <= n->len && (k == 0 || bytes < max_bytes)) {
-        const struct sim_ent *e = &n->log[from + k - 1];
+    if (from <= n->snap.meta.index)
+        storage_below_base(n, "entries", from);
+    if (from <= n->off)
+        return ERR_NOT_FOUND;
+    while (k < max_count && from + k <= n->last && (k == 0 || bytes < max_bytes)) {
+        const struct sim_ent *e = ent(n, from + k);
         out[k] = (struct raft_entry){e->term, from + k, e->type, slice_of(e->data, e->len)};
         bytes += e->len;
         k++;
@@ -208,11 +308,11 @@ static int st_entries(void *ctx, uint64_t from, size_t max_bytes, struct raft_en
 static int st_config_before(void *ctx, uint64_t before, uint64_t *index, struct slice *data)
 {
     struct sim_node *n = ctx;
-    uint64_t i = before - 1 < n->len ? before - 1 : n->len;
-    for (; i >= 1; i--)
-        if (n->log[i - 1].type == RAFT_ENTRY_CONFIG) {
+    uint64_t i = before - 1 < n->last ? before - 1 : n->last;
+    for (; i > n->off; i--)
+        if (ent(n, i)->type == RAFT_ENTRY_CONFIG) {
             *index = i;
-            *data = slice_of(n->log[i - 1].data, n->log[i - 1].len);
+            *data = slice_of(ent(n, i)->data, ent(n, i)->len);
             return 0;
         }
     return ERR_NOT_FOUND;
@@ -222,10 +322,35 @@ static int st_config_before(void *ctx, uint64_t before, uint64_t *index, struct 
 
 static void disk_truncate(struct sim_node *n, uint64_t keep)
 {
-    while (n->len > keep)
-        xfree(n->log[--n->len].data);
-    if (n->durable > n->len)
-        n->durable = n->len;
+    ASSERT(keep >= n->off);
+    while (n->last > keep) {
+        xfree(ent(n, n->last)->data);
+        n->last--;
+    }
+    if (n->durable > n->last)
+        n->durable = n->last;
+}
+
+/* The log becomes empty with base (index, term): an install, or a wipe with (0, 0). */
+static void disk_reset(struct sim_node *n, uint64_t index, uint64_t term)
+{
+    disk_truncate(n, n->off);
+    n->off = n->last = n->durable = index;
+    n->off_term = term;
+}
+
+/* Drops entries <= upto (compaction; the raft's base is >= upto). */
+static void disk_drop_prefix(struct sim_node *n, uint64_t upto)
+{
+    if (upto <= n->off)
+        return;
+    ASSERT(upto <= n->durable);
+    uint64_t k = upto - n->off;
+    n->off_term = ent(n, upto)->term;
+    for (uint64_t i = 0; i < k; i++)
+        xfree(n->log[i].data);
+    memmove(n->log, n->log + k, (size_t)(n->last - upto) * sizeof *n->log);
+    n->off = upto;
 }
 
 static size_t lm_slot(uint64_t index, uint64_t term, size_t cap)
@@ -236,8 +361,9 @@ static size_t lm_slot(uint64_t index, uint64_t term, size_t cap)
 static void disk_append(struct sim *s, struct sim_node *n, uint64_t term, uint8_t type,
                         struct slice data)
 {
-    n->log = grow(n->log, &n->cap, n->len + 1, sizeof *n->log);
-    struct sim_ent *e = &n->log[n->len++];
+    n->log = grow(n->log, &n->cap, (size_t)(n->last - n->off) + 1, sizeof *n->log);
+    struct sim_ent *e = &n->log[n->last - n->off];
+    n->last++;
     e->term = term;
     e->type = type;
     e->len = data.len;
@@ -247,7 +373,7 @@ static void disk_append(struct sim *s, struct sim_node *n, uint64_t term, uint8_
         memcpy(e->data, data.ptr, data.len);
     e->h = hash_bytes(data.ptr ? (const void *)data.ptr : (const void *)"", data.len, type);
     /* Log matching: (index, term) must always name the same entry and predecessor term. */
-    uint64_t idx = n->len, prev = idx > 1 ? n->log[idx - 2].term : 0;
+    uint64_t idx = n->last, prev = term_of(n, idx - 1);
     if (s->n_lm * 2 >= s->cap_lm) { /* open-addressing table keyed by (index, term) */
         size_t cap = s->cap_lm ? s->cap_lm * 2 : 1024;
         struct sim_lm *t = xcalloc(cap, sizeof *t);
@@ -280,32 +406,36 @@ static void disk_append(struct sim *s, struct sim_node *n, uint64_t term, uint8_
 
 static void disk_sync(struct sim_node *n)
 {
-    n->durable = n->len;
-    if (n->r && n->len)
-        raft_persisted(n->r, n->len, n->log[n->len - 1].term);
+    n->durable = n->last;
+    if (n->r && n->last > n->off)
+        raft_persisted(n->r, n->last, ent(n, n->last)->term);
 }
 
 /* ---------------------------------------------------------------- network */
 
-static void net_send(struct sim *s, int from, const struct raft_msg *m)
+static void net_send_bytes(struct sim *s, int from, int to, const uint8_t *bytes, size_t len)
 {
-    int to = (int)m->to;
     if (to < 1 || to > SIM_MAX || s->blocked[from][to] || chance_pm(s, s->drop_pct * 10))
         return;
     int copies = chance_pm(s, s->dup_pct * 10) ? 2 : 1;
-    struct sbuf b;
-    sbuf_init(&b, 0);
-    ASSERT(raft_msg_encode(m, &b) == 0);
     for (int c = 0; c < copies; c++) {
         s->msgs = grow(s->msgs, &s->cap_msgs, s->n_msgs + 1, sizeof *s->msgs);
         struct sim_msg *sm = &s->msgs[s->n_msgs++];
         sm->at = s->now + 1 + rnd(s, s->delay_max);
         sm->to = to;
-        sm->len = b.len;
-        sm->bytes = xmalloc(b.len);
+        sm->len = len;
+        sm->bytes = xmalloc(len);
         ASSERT(sm->bytes);
-        memcpy(sm->bytes, b.data, b.len);
+        memcpy(sm->bytes, bytes, len);
     }
+}
+
+static void net_send(struct sim *s, int from, const struct raft_msg *m)
+{
+    struct sbuf b;
+    sbuf_init(&b, 0);
+    ASSERT(raft_msg_encode(m, &b) == 0);
+    net_send_bytes(s, from, (int)m->to, b.data, b.len);
     sbuf_free(&b);
 }
 
@@ -339,7 +469,7 @@ static void check_leader(struct sim *s, struct sim_node *n)
             const struct sim_commit *c = &s->committed[i];
             if (c->commit_term >= t)
                 continue; /* a stale-term leader need not hold what later terms committed */
-            if (i > n->len || n->log[i - 1].term != c->term || n->log[i - 1].h != c->h) {
+            if (!node_holds(n, i, c->term, c->h, false)) {
                 violation(s, "leader completeness: leader %" PRIu64 " of term %" PRIu64
                              " lacks committed index %" PRIu64, n->id, t, i);
                 return;
@@ -349,13 +479,15 @@ static void check_leader(struct sim *s, struct sim_node *n)
 fold:;
     /* Fold the leader's commit index into the oracle. */
     uint64_t c = raft_commit(n->r);
-    if (c > n->len) {
+    if (c > n->last) {
         violation(s, "leader %" PRIu64 " commit %" PRIu64 " beyond its log", n->id, c);
         return;
     }
     const struct raft_conf *conf = raft_conf(n->r);
     for (uint64_t i = n->oracle_done + 1; i <= c; i++) {
-        const struct sim_ent *e = &n->log[i - 1];
+        if (i <= n->snap.meta.index)
+            continue; /* in its snapshot: checked against the oracle when it was installed */
+        const struct sim_ent *e = ent(n, i);
         s->committed = grow(s->committed, &s->cap_committed, i + 1, sizeof *s->committed);
         struct sim_commit *sc = &s->committed[i];
         if (sc->set && (sc->term != e->term || sc->h != e->h)) {
@@ -368,7 +500,7 @@ fold:;
             if (id < 1 || id > SIM_MAX)
                 continue;
             const struct sim_node *vn = &s->nodes[id];
-            if (vn->durable >= i && vn->log[i - 1].term == e->term && vn->log[i - 1].h == e->h)
+            if (node_holds(vn, i, e->term, e->h, true))
                 durable++;
         }
         if (durable < conf->n_voters / 2 + 1) {
@@ -392,12 +524,144 @@ static void check_msg(struct sim *s, struct sim_node *n, const struct raft_msg *
 {
     if (m->type == RAFT_MSG_APPEND_RESP && !m->reject && m->index > n->durable)
         violation(s, "ack before fsync: node %" PRIu64 " acks index %" PRIu64
-                     " but only %zu are durable", n->id, m->index, n->durable);
+                     " but only %" PRIu64 " are durable", n->id, m->index, n->durable);
     if (m->type == RAFT_MSG_VOTE_RESP && !m->reject &&
         !(n->hs.term > m->term || (n->hs.term == m->term && n->hs.vote == m->to)))
         violation(s, "vote not durable: node %" PRIu64 " grants term %" PRIu64 " to %" PRIu64
                      " but its durable hard state is term %" PRIu64 " vote %" PRIu64,
                   n->id, m->term, m->to, n->hs.term, n->hs.vote);
+}
+
+/* ---------------------------------------------------------------- snapshots */
+
+static void storage_below_base(struct sim_node *n, const char *what, uint64_t index)
+{
+    violation(n->sim, "node %" PRIu64 ": raft asked storage %s(%" PRIu64 ") at or below its "
+                      "snapshot base %" PRIu64, n->id, what, index, n->snap.meta.index);
+}
+
+/* rd.install: the staged data must be what the leader described, and a committed prefix. */
+static void node_install(struct sim *s, struct sim_node *n, const struct raft_snapshot_meta *m)
+{
+    const struct sim_snap *st = &n->stage;
+    if (st->meta.index != m->index || st->meta.term != m->term ||
+        !conf_eq(&st->meta.conf, &m->conf)) {
+        violation(s, "node %" PRIu64 " installs snapshot %" PRIu64 "/%" PRIu64 " but staged %"
+                     PRIu64 "/%" PRIu64, n->id, m->index, m->term, st->meta.index, st->meta.term);
+        return;
+    }
+    if (m->index > s->n_committed || s->committed[m->index].term != m->term ||
+        oracle_prefix(s, m->index) != st->sm_h) {
+        violation(s, "state machine safety: node %" PRIu64 " installs a snapshot at %" PRIu64
+                     " that is not the committed prefix", n->id, m->index);
+        return;
+    }
+    if (m->index <= n->applied)
+        violation(s, "node %" PRIu64 " installs snapshot %" PRIu64 " but applied %" PRIu64,
+                  n->id, m->index, n->applied);
+    trace(s, "node %" PRIu64 " installs snapshot %" PRIu64 "/%" PRIu64 " (log was %" PRIu64
+             "..%" PRIu64 ")", n->id, m->index, m->term, n->off, n->last);
+    disk_reset(n, m->index, m->term);
+    n->snap = *st;
+    n->applied = m->index;
+    n->sm_h = st->sm_h;
+    s->res->installs++;
+}
+
+/* The host snapshots its state machine at its applied index and compacts, keeping a tail. */
+static void node_compact(struct sim *s, struct sim_node *n)
+{
+    uint64_t a = n->applied;
+    if (a <= n->snap.meta.index)
+        return;
+    struct raft_snapshot_meta m = {a, ent(n, a)->term, {0}};
+    if (raft_conf_at(n->r, a, &m.conf) != 0) {
+        violation(s, "node %" PRIu64 ": raft_conf_at(%" PRIu64 ") failed", n->id, a);
+        return;
+    }
+    /* Cross-check with the log: the latest CONFIG entry <= a, else the old snapshot's. */
+    struct raft_conf want = n->snap.meta.conf;
+    for (uint64_t i = a; i > n->off; i--)
+        if (ent(n, i)->type == RAFT_ENTRY_CONFIG) {
+            ASSERT(raft_conf_decode(slice_of(ent(n, i)->data, ent(n, i)->len), &want) == 0);
+            break;
+        }
+    if (!conf_eq(&want, &m.conf))
+        violation(s, "node %" PRIu64 ": raft_conf_at(%" PRIu64 ") is not the log's", n->id, a);
+    if (a > s->n_committed || oracle_prefix(s, a) != n->sm_h)
+        violation(s, "state machine safety: node %" PRIu64 " applied state at %" PRIu64
+                     " is not the committed prefix", n->id, a);
+    raft_compact(n->r, &m);
+    if (raft_snapshot(n->r)->index != a)
+        violation(s, "node %" PRIu64 ": raft_compact(%" PRIu64 ") not taken", n->id, a);
+    n->snap = (struct sim_snap){m, n->sm_h};
+    uint64_t tail = rnd(s, 40), upto = a > tail ? a - tail : 0;
+    trace(s, "node %" PRIu64 " snapshot at %" PRIu64 ", drops log <= %" PRIu64, n->id, a, upto);
+    disk_drop_prefix(n, upto);
+    s->res->compactions++;
+}
+
+static void stream_start(struct sim *s, struct sim_node *n, const struct raft_msg *m)
+{
+    int to = (int)m->to;
+    if (m->type != RAFT_MSG_SNAPSHOT || m->index != n->snap.meta.index ||
+        m->log_term != n->snap.meta.term || m->n_entries != 1 || to < 1 || to > SIM_MAX) {
+        violation(s, "node %" PRIu64 " snap_send does not describe its snapshot %" PRIu64,
+                  n->id, n->snap.meta.index);
+        return;
+    }
+    struct raft_conf c;
+    if (raft_conf_decode(m->entries[0].data, &c) != 0 || !conf_eq(&c, &n->snap.meta.conf))
+        violation(s, "node %" PRIu64 " snap_send carries a different configuration", n->id);
+    for (size_t i = 0; i < s->n_streams; i++)
+        if (s->streams[i].from == (int)n->id && s->streams[i].to == to &&
+            s->streams[i].from_inc == n->inc && s->streams[i].term == m->term)
+            violation(s, "node %" PRIu64 " starts a second snapshot to %d", n->id, to);
+    struct sbuf b;
+    sbuf_init(&b, 0);
+    ASSERT(raft_msg_encode(m, &b) == 0);
+    s->streams = grow(s->streams, &s->cap_streams, s->n_streams + 1, sizeof *s->streams);
+    struct sim_stream *st = &s->streams[s->n_streams++];
+    *st = (struct sim_stream){(int)n->id, to, m->term, n->inc, s->nodes[to].inc,
+                              s->now + 1 + rnd(s, 30), chance_pm(s, s->stream_fail_pct * 10),
+                              n->snap, xmalloc(b.len), b.len};
+    ASSERT(st->bytes);
+    memcpy(st->bytes, b.data, b.len);
+    sbuf_free(&b);
+    trace(s, "node %" PRIu64 " streams snapshot %" PRIu64 " to %d", n->id, m->index, to);
+    s->res->snapshots_sent++;
+}
+
+static void pump(struct sim *s, struct sim_node *n);
+
+/* Finish the streams that are due: stage the data at the receiver and deliver the metadata
+ * message, or report the failure. A restarted leader's streams die with its process. */
+static void stream_step(struct sim *s)
+{
+    for (size_t i = 0; i < s->n_streams && !s->failed;) {
+        struct sim_stream *st = &s->streams[i];
+        struct sim_node *f = &s->nodes[st->from], *t = &s->nodes[st->to];
+        if (f->alive && f->inc == st->from_inc && (f->paused || st->done_at > s->now)) {
+            i++;
+            continue;
+        }
+        struct sim_stream done = *st;
+        s->streams[i] = s->streams[--s->n_streams];
+        if (f->alive && f->inc == done.from_inc) {
+            bool ok = !done.fail && !s->blocked[done.from][done.to] && t->alive && !t->paused &&
+                      t->member && t->inc == done.to_inc;
+            if (ok) {
+                t->stage = done.data;
+                net_send_bytes(s, done.from, done.to, done.bytes, done.len);
+            }
+            trace(s, "snapshot stream %d -> %d %s", done.from, done.to, ok ? "done" : "failed");
+            if (raft_term(f->r) == done.term) { /* older terms' streams go unreported */
+                raft_snapshot_done(f->r, (uint64_t)done.to, ok);
+                pump(s, f);
+            }
+        }
+        xfree(done.bytes);
+    }
 }
 
 static void pump(struct sim *s, struct sim_node *n)
@@ -407,34 +671,46 @@ static void pump(struct sim *s, struct sim_node *n)
     while (!s->failed && n->r && raft_ready(n->r, &rd)) {
         if (rd.hs_changed)
             n->hs = rd.hs; /* fsynced before the messages below go out */
+        if (rd.install)
+            node_install(s, n, &rd.snap);
         if (rd.truncate_from) {
-            ASSERT(rd.truncate_from <= n->len + 1);
+            ASSERT(rd.truncate_from <= n->last + 1 && rd.truncate_from > n->off);
             disk_truncate(n, rd.truncate_from - 1);
         }
         for (size_t i = 0; i < rd.n_entries; i++) {
             const struct raft_entry *e = &rd.entries[i];
-            if (e->index != n->len + 1)
-                violation(s, "node %" PRIu64 " ready appends index %" PRIu64 " after %zu", n->id,
-                          e->index, n->len);
+            if (e->index != n->last + 1) {
+                violation(s, "node %" PRIu64 " ready appends index %" PRIu64 " after %" PRIu64,
+                          n->id, e->index, n->last);
+                return;
+            }
             disk_append(s, n, e->term, e->type, e->data);
         }
         for (size_t i = 0; i < rd.n_msgs; i++) {
             check_msg(s, n, &rd.msgs[i]);
             net_send(s, (int)n->id, &rd.msgs[i]);
         }
+        for (size_t i = 0; i < rd.n_snap_send; i++)
+            stream_start(s, n, &rd.snap_send[i]);
         for (uint64_t i = rd.apply_from; i && i <= rd.apply_to; i++) {
             if (i != n->applied + 1)
                 violation(s, "node %" PRIu64 " applies %" PRIu64 " after %" PRIu64, n->id, i,
                           n->applied);
-            if (i > n->durable)
+            if (i > n->durable) {
                 violation(s, "node %" PRIu64 " applies index %" PRIu64 " beyond its durable log"
-                             " (%zu)", n->id, i, n->durable);
-            else if (i > s->n_committed || !s->committed[i].set ||
-                     s->committed[i].term != n->log[i - 1].term ||
-                     s->committed[i].h != n->log[i - 1].h)
+                             " (%" PRIu64 ")", n->id, i, n->durable);
+                return;
+            }
+            if (i <= n->off) {
+                violation(s, "node %" PRIu64 " applies compacted index %" PRIu64, n->id, i);
+                return;
+            }
+            if (i > s->n_committed || !s->committed[i].set ||
+                s->committed[i].term != ent(n, i)->term || s->committed[i].h != ent(n, i)->h)
                 violation(s, "apply before commit: node %" PRIu64 " applies index %" PRIu64
                              " that no leader committed", n->id, i);
             n->applied = i;
+            n->sm_h = chain(n->sm_h, ent(n, i)->h);
         }
         for (size_t i = 0; i < rd.n_reads; i++) {
             for (int k = 0; k < s->n_reads; k++)
@@ -449,7 +725,7 @@ static void pump(struct sim *s, struct sim_node *n)
         }
         if (rd.apply_to)
             trace(s, "node %" PRIu64 " (%s t%" PRIu64 ") applied %" PRIu64 "..%" PRIu64
-                     " commit %" PRIu64 " durable %zu", n->id,
+                     " commit %" PRIu64 " durable %" PRIu64, n->id,
                   raft_role(n->r) == RAFT_LEADER ? "leader" : "follower", raft_term(n->r),
                   rd.apply_from, rd.apply_to, raft_commit(n->r), n->durable);
         raft_advance(n->r, &rd);
@@ -461,6 +737,8 @@ static void pump(struct sim *s, struct sim_node *n)
 
 static void node_start(struct sim *s, struct sim_node *n)
 {
+    n->sim = s;
+    n->inc++;
     n->st = (struct raft_storage){n, st_last_index, st_term_at, st_entries, st_config_before};
     n->rng = (s->o.seed * 0x9E3779B97F4A7C15ULL) ^ (n->id << 32) ^ s->now ^ 0x5DEECE66DULL;
     if (!n->rng)
@@ -470,11 +748,20 @@ static void node_start(struct sim *s, struct sim_node *n)
         .heartbeat_ticks = SIM_HEARTBEAT_TICKS, .max_msg_bytes = 256, .max_inflight = 8,
         .pre_vote = (s->o.seed % 4) != 3, .check_quorum = (s->o.seed % 4) != 2,
         .rand = sim_node_rand, .rand_ctx = n,
+        .applied = n->snap.meta.index, .snap = n->snap.meta,
     };
     ASSERT(raft_new(&o, &n->r) == 0);
     n->alive = true;
     n->paused = false;
-    n->applied = 0; /* the applied state machine is volatile: replayed from the log */
+    /* The applied state machine is volatile: it restarts from the snapshot, the rest is
+     * replayed from the log. */
+    n->applied = n->snap.meta.index;
+    n->sm_h = n->snap.sm_h;
+    n->stage = (struct sim_snap){{0}, 0};
+    if (s->o.snapshots) /* the transport sees the new incarnation */
+        for (int i = 1; i <= s->n_ids; i++)
+            if (s->nodes[i].alive && i != (int)n->id)
+                raft_peer_reset(s->nodes[i].r, n->id);
     n->checked_term = 0;
     n->oracle_done = 0;
     n->led_term = 0;
@@ -486,9 +773,20 @@ static void node_crash(struct sim *s, struct sim_node *n)
     n->r = NULL;
     n->alive = false;
     /* Lose a random part of the unsynced tail. */
-    size_t keep = n->durable + (size_t)rnd(s, n->len - n->durable + 1);
+    uint64_t keep = n->durable + rnd(s, n->last - n->durable + 1);
     disk_truncate(n, keep);
-    n->durable = n->len;
+    n->durable = n->last;
+    n->stage = (struct sim_snap){{0}, 0}; /* staged snapshot data is volatile */
+}
+
+/* The node's disk is lost entirely (only ever a learner: see raft.h). */
+static void node_wipe(struct sim *s, struct sim_node *n)
+{
+    node_crash(s, n);
+    disk_reset(n, 0, 0);
+    n->hs = (struct raft_hardstate){0, 0};
+    n->snap = (struct sim_snap){{0}, 0};
+    n->applied = n->sm_h = 0;
 }
 
 /* ---------------------------------------------------------------- faults and clients */
@@ -519,6 +817,13 @@ static void fault_step(struct sim *s)
         node_crash(s, n);
         n->down_until = s->now + 10 + rnd(s, 200);
         s->res->kills++;
+    }
+    if (s->o.snapshots && n->member && n->alive && !n->no_wipe && id > s->o.n_nodes &&
+        chance_pm(s, s->wipe_pm)) {
+        trace(s, "wipe node %d", id);
+        node_wipe(s, n);
+        n->down_until = s->now + 10 + rnd(s, 100);
+        s->res->wipes++;
     }
     if (n->member && n->alive && !n->paused && chance_pm(s, s->pause_pm)) {
         trace(s, "pause node %d", id);
@@ -554,7 +859,8 @@ static void fault_step(struct sim *s)
     for (int i = 1; i <= s->n_ids; i++) {
         struct sim_node *m = &s->nodes[i];
         if (m->member && !m->alive && s->now >= m->down_until) {
-            trace(s, "restart node %d (log %zu, term %" PRIu64 ")", i, m->len, m->hs.term);
+            trace(s, "restart node %d (log %" PRIu64 "..%" PRIu64 ", term %" PRIu64 ")", i,
+                  m->off, m->last, m->hs.term);
             node_start(s, m);
         }
         if (m->paused && s->now >= m->paused_until) {
@@ -601,8 +907,8 @@ static void client_step(struct sim *s, bool force)
 /* Latest CONFIG entry in a node's log and whether the node's commit covers it. */
 static bool conf_settled(struct sim_node *n)
 {
-    for (size_t i = n->len; i >= 1; i--)
-        if (n->log[i - 1].type == RAFT_ENTRY_CONFIG)
+    for (uint64_t i = n->last; i > n->off; i--)
+        if (ent(n, i)->type == RAFT_ENTRY_CONFIG)
             return raft_commit(n->r) >= i;
     return true;
 }
@@ -629,8 +935,16 @@ static void membership_step(struct sim *s)
             rc = raft_propose_conf(l->r, RAFT_CONF_ADD_LEARNER, (uint64_t)k, &idx);
         } else if (!raft_conf_is_voter(c, (uint64_t)k)) {
             uint64_t match = 0;
-            if (raft_match(l->r, (uint64_t)k, &match) == 0 && match >= raft_commit(l->r))
+            /* With wipes the leader's view may be stale: the node itself must hold the
+             * committed prefix durably before it becomes a voter. */
+            bool caught_up = !s->o.snapshots ||
+                             (t->alive && raft_commit(t->r) >= raft_commit(l->r) &&
+                              t->durable >= raft_commit(l->r));
+            if (raft_match(l->r, (uint64_t)k, &match) == 0 && match >= raft_commit(l->r) &&
+                caught_up) {
+                t->no_wipe = true;
                 rc = raft_propose_conf(l->r, RAFT_CONF_PROMOTE, (uint64_t)k, &idx);
+            }
         } else {
             s->target = k < SIM_MAX ? k + 1 : 0;
             if (s->target == 0) {
@@ -673,8 +987,12 @@ static void deliver(struct sim *s)
             int rc = raft_msg_decode(slice_of(m.bytes, m.len), &rm, sim_dec_ents,
                                      RAFT_MSG_MAX_ENTRIES);
             ASSERT(rc == 0);
-            raft_step(n->r, &rm);
-            pump(s, n);
+            /* The host steps a snapshot's metadata only with its data staged. */
+            if (rm.type != RAFT_MSG_SNAPSHOT ||
+                (n->stage.meta.index == rm.index && n->stage.meta.term == rm.log_term)) {
+                raft_step(n->r, &rm);
+                pump(s, n);
+            }
         }
         xfree(m.bytes);
     }
@@ -686,8 +1004,10 @@ static void time_step(struct sim *s)
         struct sim_node *n = &s->nodes[i];
         if (!n->alive || n->paused)
             continue;
-        if (n->len > n->durable && chance_pm(s, 300))
+        if (n->last > n->durable && chance_pm(s, 300))
             disk_sync(n);
+        if (s->o.snapshots && chance_pm(s, s->compact_pm))
+            node_compact(s, n);
         if ((s->now + n->tick_phase) % n->tick_period == 0)
             raft_tick(n->r);
         pump(s, n);
@@ -726,6 +1046,11 @@ int rsim_run(const struct rsim_opts *opts, struct rsim_result *res)
     s->pause_pm = (uint32_t)rnd(s, 8);
     s->part_pm = (uint32_t)rnd(s, 10);
     bool skew = rnd(s, 2);
+    if (s->o.snapshots) {
+        s->compact_pm = 5 + (uint32_t)rnd(s, 40);
+        s->wipe_pm = (uint32_t)rnd(s, 25);
+        s->stream_fail_pct = (uint32_t)rnd(s, 30);
+    }
     if (s->o.membership) {
         s->target = s->o.n_nodes + 1;
         if (s->target > SIM_MAX)
@@ -751,12 +1076,13 @@ int rsim_run(const struct rsim_opts *opts, struct rsim_result *res)
             n->member = true;
             disk_append(s, n, 1, RAFT_ENTRY_CONFIG, slice_of(boot.data, boot.len));
             n->durable = 1;
+            n->sim = s;
             n->hs.term = 1;
             node_start(s, n);
         }
     }
     /* The bootstrap entry is identical everywhere: committed by construction. */
-    s->committed[1] = (struct sim_commit){true, 1, s->nodes[1].log[0].h, RAFT_ENTRY_CONFIG, 1};
+    s->committed[1] = (struct sim_commit){true, 1, ent(&s->nodes[1], 1)->h, RAFT_ENTRY_CONFIG, 1};
     s->n_committed = 1;
     sbuf_free(&boot);
 
@@ -768,6 +1094,7 @@ int rsim_run(const struct rsim_opts *opts, struct rsim_result *res)
             if (s->nodes[i].alive)
                 pump(s, &s->nodes[i]);
         deliver(s);
+        stream_step(s);
         time_step(s);
     }
     /* Heal: everything up, links whole, no loss; then demand progress within a bound. Pending
@@ -808,6 +1135,7 @@ int rsim_run(const struct rsim_opts *opts, struct rsim_result *res)
                           term_or_zero(n->r, raft_last_index(n->r)), raft_commit(n->r));
             }
         deliver(s);
+        stream_step(s);
         time_step(s);
         if (want && s->n_committed >= want && all_applied(s, s->n_committed))
             done = true;
@@ -822,11 +1150,15 @@ int rsim_run(const struct rsim_opts *opts, struct rsim_result *res)
     for (int i = 1; i <= SIM_MAX; i++) {
         struct sim_node *n = &s->nodes[i];
         raft_free(n->r);
-        disk_truncate(n, 0);
+        disk_reset(n, 0, 0);
         xfree(n->log);
     }
     for (size_t i = 0; i < s->n_msgs; i++)
         xfree(s->msgs[i].bytes);
+    for (size_t i = 0; i < s->n_streams; i++)
+        xfree(s->streams[i].bytes);
+    xfree(s->streams);
+    xfree(s->prefix);
     xfree(s->msgs);
     xfree(s->leader_of_term);
     xfree(s->committed);

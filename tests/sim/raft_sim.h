@@ -15,7 +15,10 @@
  *  - durable before acknowledged: an AppendEntries ack covers only durable entries, a granted
  *    vote is in the durable hard state;
  *  - linearizable reads: a ReadIndex answer is >= every index committed before the read began;
- *  - liveness: after the faults heal, a leader commits a new entry and every member applies it.
+ *  - liveness: after the faults heal, a leader commits a new entry and every member applies it;
+ *  - with snapshots: an installed snapshot (and every snapshot taken) equals the committed
+ *    prefix, it is the one the leader described, and the raft never asks storage about an
+ *    index at or below its snapshot base.
  */
 #ifndef AYDER_TESTS_RAFT_SIM_H
 #define AYDER_TESTS_RAFT_SIM_H
@@ -29,6 +32,7 @@ struct rsim_opts {
     bool membership;    /* grow to 7 voters and shrink back to n_nodes while faults happen */
     int fault_steps;    /* steps with faults before healing; 0 = 1500 */
     int plant;          /* enum raft_plant; 0 = none */
+    bool snapshots;     /* compaction, snapshot streams and installs, wiped learners */
     bool trace;         /* print every event to stderr */
 };
 
@@ -39,6 +43,7 @@ struct rsim_result {
     uint64_t committed; /* highest committed index */
     uint64_t acked;     /* client values acknowledged (committed) */
     uint64_t kills, pauses, partitions, leaders, transfers, reads, conf_changes;
+    uint64_t compactions, snapshots_sent, installs, wipes;
 };
 
 /* Runs one seed. Returns 0 when every check held (result->ok), -1 on a violation. */

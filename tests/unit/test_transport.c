@@ -720,6 +720,49 @@ TEST(transport_tie_break_smaller_dialer_wins)
     }
 }
 
+/* A transport whose listen_host is a specific address dials from it (port chosen by the kernel),
+ * so firewall rules on (source, destination) pairs see the node's own address; a wildcard listen
+ * host leaves the choice to the kernel (127.0.0.1 towards 127.0.0.1). */
+TEST(transport_dials_from_listen_host)
+{
+    const char *hosts[] = {"127.0.0.2", "0.0.0.0", "127.0.0.3"};
+    const char *expect[] = {"127.0.0.2", "127.0.0.1", "127.0.0.3"};
+    for (size_t i = 0; i < 3; i++) {
+        int lfd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t sl = sizeof a;
+        REQUIRE(lfd >= 0 && bind(lfd, (struct sockaddr *)&a, sizeof a) == 0 &&
+                listen(lfd, 4) == 0 && getsockname(lfd, (struct sockaddr *)&a, &sl) == 0);
+        struct transport_peer_config p = {2, "n2", "127.0.0.1", ntohs(a.sin_port)};
+        struct transport_config cfg = {.self_id = 9, .self_name = "n9", .cluster_id = 5,
+                                       .listen_host = hosts[i], .peers = &p, .n_peers = 1,
+                                       .backoff_min_ms = 10, .backoff_max_ms = 100};
+        struct transport *t = NULL;
+        REQUIRE(transport_new(&cfg, &t) == 0);
+        REQUIRE(transport_start(t) == 0);
+        struct timeval tv = {DEADLINE_MS / 1000, 0};
+        setsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv); /* bounds accept() too */
+        struct sockaddr_in from = {0};
+        socklen_t fl = sizeof from;
+        int dfd = accept(lfd, (struct sockaddr *)&from, &fl);
+        REQUIRE(dfd >= 0);
+        char got[INET_ADDRSTRLEN] = "";
+        CHECK(from.sin_family == AF_INET);
+        CHECK(inet_ntop(AF_INET, &from.sin_addr, got, sizeof got) != NULL);
+        CHECK(strcmp(got, expect[i]) == 0);
+        CHECK(ntohs(from.sin_port) != 0 && ntohs(from.sin_port) != transport_port(t));
+        /* The dialed connection still works: the transport says HELLO first. */
+        setsockopt(dfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        uint8_t type, buf[256];
+        size_t len;
+        CHECK(raw_read_frame(dfd, &type, buf, sizeof buf, &len) && type == TRANSPORT_FRAME_HELLO);
+        close(dfd);
+        close(lfd);
+        transport_free(t);
+    }
+}
+
 static bool got_again(struct transport *t, size_t max)
 {
     static uint8_t big[16384];

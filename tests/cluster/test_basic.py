@@ -1,0 +1,102 @@
+"""The seed's Follower Recovery walkthrough, verbatim, and the redirect contract of a follower."""
+import requests
+
+from cluster import client_session, wait_for
+
+
+def produce(s, node, body, topic="test", **params):
+    params.setdefault("partition", 0)
+    return s.post(node.url + "/broker/topics/%s/produce" % topic, params=params, data=body,
+                  allow_redirects=False, timeout=30)
+
+
+def test_follower_recovery(make_cluster):
+    c = make_cluster(3)
+    s = client_session()
+    li = c.wait_leader()
+    leader = c[li]
+    r = produce(s, leader, "msg-0")
+    assert r.status_code == 200, r.text
+    assert r.json()["offset"] == 0
+    f = (li + 1) % 3
+    c.kill(f)                                       # kill -9 a follower
+    for k in (1, 2):
+        r = produce(s, leader, "msg-%d" % k)
+        assert r.status_code == 200, r.text
+        assert r.json()["offset"] == k
+    c.restart(f)                                    # it catches up automatically
+    commit = c.leader_commit(c.wait_leader())
+    c.wait_applied(f, commit, timeout=60)
+    r = s.get(c[f].url + "/broker/consume/test/g1/0", params={"offset": 0, "limit": 10},
+              timeout=30)
+    assert r.status_code == 200, r.text
+    msgs = r.json()["messages"]
+    assert [m["offset"] for m in msgs] == [0, 1, 2]
+    assert [m["value"] for m in msgs] == ["msg-0", "msg-1", "msg-2"]
+    s.close()
+
+
+def test_redirect(make_cluster):
+    c = make_cluster(3)
+    s = client_session()
+    li = c.wait_leader()
+    leader_url = c[li].status()["leader_url"]
+    assert leader_url == c[li].url
+    f = (li + 1) % 3
+    assert c[f].status()["leader_url"] == leader_url
+    assert c[f].status()["role"] == "follower"
+    path = "/broker/topics/redir/produce?partition=0&idempotency_key=r1"
+    r = s.post(c[f].url + path, data="x", allow_redirects=False, timeout=30)
+    assert r.status_code == 307, r.text
+    assert r.headers["Location"] == leader_url + path
+    body = r.json()
+    assert body["ok"] is False and body["error"] == "not_leader"
+    assert body["leader_url"] == leader_url and body.get("message")
+    # The same request re-sent to Location succeeds, and a retry via the follower is deduped.
+    r2 = s.post(r.headers["Location"], data="x", allow_redirects=False, timeout=30)
+    assert r2.status_code == 200, r2.text
+    assert r2.json()["write_concern"] == "majority"
+    # (requests drops Authorization when a redirect changes host, so follow it by hand)
+    r3 = s.post(c[f].url + path, data="x", allow_redirects=False, timeout=30)
+    assert r3.status_code == 307
+    r3 = s.post(r3.headers["Location"], data="x", allow_redirects=False, timeout=30)
+    assert r3.status_code == 200 and r3.json()["offset"] == r2.json()["offset"]
+    assert r3.json().get("duplicate") is True
+    # KV writes redirect too; reads are served by the follower (committed data).
+    r = s.post(c[f].url + "/kv/ns/key1", data="v", allow_redirects=False, timeout=30)
+    assert r.status_code == 307 and r.headers["Location"] == leader_url + "/kv/ns/key1"
+    r = s.post(leader_url + "/kv/ns/key1", data="v", timeout=30)
+    assert r.status_code == 200, r.text
+    c.wait_applied(f, c.leader_commit(li))
+    r = s.get(c[f].url + "/kv/ns/key1", timeout=30)
+    assert r.status_code == 200 and r.json()["cas"] > 0
+    # No leader at all (two of three nodes down): 503 no_leader with Retry-After.
+    others = [i for i in range(3) if i != f]
+    for i in others:
+        c.kill(i)
+    wait_for(lambda: c[f].status()["leader_id"] is None, 30, "the survivor to lose its leader")
+    r = s.post(c[f].url + "/broker/topics/redir/produce?partition=0", data="y",
+               allow_redirects=False, timeout=30)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "no_leader" and r.headers.get("Retry-After")
+    s.close()
+
+
+def test_status_shape(make_cluster):
+    c = make_cluster(3)
+    li = c.wait_leader()
+    st = c[li].status()
+    for k in ("ok", "enabled", "node_id", "role", "term", "leader_id", "leader_url",
+              "commit_index", "applied_index", "last_index", "voters", "learners", "peers"):
+        assert k in st, (k, st)
+    assert st["enabled"] is True and st["node_id"] == c[li].id
+    assert sorted(st["voters"]) == ["n1", "n2", "n3"] and st["learners"] == []
+    assert sorted(p["id"] for p in st["peers"]) == sorted(n.id for n in c.nodes if n.id != c[li].id)
+    wait_for(lambda: all(p["connected"] for p in c[li].status()["peers"]), 30,
+             "the leader connected to every peer")
+    # /ha/status is public: no token needed.
+    r = requests.Session()
+    try:
+        c[li].status(session=r)
+    finally:
+        r.close()
