@@ -513,6 +513,8 @@ static void answer_produce(struct rctx *x, int phase)
         jw_ku64(&w, "batch_id", p->index);
         jw_kbool(&w, "sealed", true);
         jw_knull(&w, "synced");
+        /* the original is committed and applied: what a majority guarantees */
+        jw_kstr(&w, "write_concern", "majority");
         jw_kbool(&w, "duplicate", true);
         jw_obj_close(&w);
         respond_json(x, 200, &b);

@@ -100,7 +100,7 @@ class Client:
         """Send one logical request, following up to max_hops redirects. Returns an Outcome."""
         url = (base or self.base()) + path
         hops = 0
-        read_timeout = self.timeout_ms / 1000.0 + 3.0
+        read_timeout = self.timeout_ms / 1000.0 + 1.0
         while True:
             try:
                 r = self.session.request(method, url, params=params, data=data,
