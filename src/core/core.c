@@ -105,7 +105,9 @@ struct core {
     /* background checkpoint (ckpt_* under mu except ckpt_busy/trim_pending: core thread) */
     bool ckpt_busy, ckpt_have_job, ckpt_have_result;
     struct sbuf ckpt_buf;
-    uint64_t ckpt_index;
+    uint64_t ckpt_index, ckpt_keep_from;
+    struct raft_snapshot_meta ckpt_meta;      /* of the checkpoint being written */
+    struct raft_snapshot_meta snap_cur, snap_prev; /* snapshots on disk (prev: cluster only) */
     int ckpt_rc;
     uint64_t trim_pending; /* checkpoint written at this index: trim when no sync is in flight */
     uint64_t applied_index;
@@ -163,6 +165,7 @@ struct core {
     _Atomic int st_role;
     _Atomic uint64_t st_term, st_leader, st_commit, st_elections, st_leader_changes;
     _Atomic uint64_t st_match[HA_MAX_NODES];
+    uint64_t peer_connects[HA_MAX_NODES];
 };
 
 void core_config_default(struct core_config *c)
@@ -867,7 +870,8 @@ static int checkpoint_capture(struct core *c, struct sbuf *b)
 }
 
 /* Any thread. */
-static int checkpoint_write(struct core *c, const struct sbuf *b, uint64_t index)
+static int checkpoint_write(struct core *c, const struct sbuf *b, uint64_t index,
+                            uint64_t keep_from)
 {
     uint64_t t0 = clock_mono_ns();
     int rc = broker_sync(c->broker);
@@ -886,7 +890,7 @@ static int checkpoint_write(struct core *c, const struct sbuf *b, uint64_t index
     struct snap_list l = {.n = 0};
     io_list(c->cfg.fs, c->snap_dir, snap_list_fn, &l);
     for (int i = 0; i < l.n; i++) {
-        if (l.idx[i] < index) {
+        if (l.idx[i] < keep_from) {
             char old[32];
             snprintf(old, sizeof old, "%020" PRIu64 ".snap", l.idx[i]);
             char *p = join(c->snap_dir, old);
@@ -900,10 +904,40 @@ static int checkpoint_write(struct core *c, const struct sbuf *b, uint64_t index
     return 0;
 }
 
-/* Core thread, no journal sync in flight. */
-static void checkpoint_finish(struct core *c, uint64_t index)
+/* The meta of a checkpoint at applied_index (core thread). */
+static void capture_meta(struct core *c, struct raft_snapshot_meta *m)
 {
-    int rc = journal_trim_prefix(c->j, index);
+    memset(m, 0, sizeof *m);
+    m->index = c->applied_index;
+    m->term = c->applied_term;
+    if (raft_conf_at(c->raft, c->applied_index, &m->conf) != 0)
+        raft_conf_decode(slice_of(c->applied_conf.data, c->applied_conf.len), &m->conf);
+}
+
+/* Which snapshot files the next checkpoint keeps: a cluster keeps the previous one too, so the
+ * journal keeps the entries since it and a follower a little behind catches up from the log
+ * instead of receiving a whole snapshot. */
+static uint64_t keep_from(struct core *c, uint64_t index)
+{
+    return c->cluster ? c->snap_cur.index : index;
+}
+
+/* Core thread, no journal sync in flight: the checkpoint `m` is durable. Compact Raft's log and
+ * trim the journal (a cluster to the previous checkpoint, see keep_from). */
+static void checkpoint_finish(struct core *c, const struct raft_snapshot_meta *m)
+{
+    uint64_t index = m->index;
+    struct raft_snapshot_meta base = *m;
+    if (c->cluster) {
+        base = c->snap_cur;
+        c->snap_prev = c->snap_cur;
+    }
+    c->snap_cur = *m;
+    int rc = 0;
+    if (base.index) {
+        raft_compact(c->raft, &base);
+        rc = journal_trim_prefix(c->j, base.index);
+    }
     if (rc)
         LOG_W("core", "journal trim: %s", err_message(rc));
     broker_collect_trash(c->broker, index);
@@ -924,10 +958,12 @@ static int checkpoint_now(struct core *c)
     if (rc)
         return rc;
     uint64_t index = c->applied_index;
-    rc = checkpoint_write(c, &b, index);
+    struct raft_snapshot_meta m;
+    capture_meta(c, &m);
+    rc = checkpoint_write(c, &b, index, keep_from(c, index));
     sbuf_free(&b);
     if (!rc && !c->sync_inflight)
-        checkpoint_finish(c, index);
+        checkpoint_finish(c, &m);
     return rc;
 }
 
@@ -947,6 +983,8 @@ static void checkpoint_start(struct core *c)
     pthread_mutex_lock(&c->mu);
     c->ckpt_buf = b;
     c->ckpt_index = c->applied_index;
+    c->ckpt_keep_from = keep_from(c, c->applied_index);
+    capture_meta(c, &c->ckpt_meta);
     c->ckpt_have_job = true;
     pthread_cond_signal(&c->cond_prealloc);
     pthread_mutex_unlock(&c->mu);
@@ -1010,6 +1048,12 @@ static int load_snapshot(struct core *c, uint64_t *index_out)
                     *index_out = idx;
                     c->applied_term = term;
                     note_conf(c, conf_index, slice_of(b.data + 32, conf_len));
+                    memset(&c->snap_cur, 0, sizeof c->snap_cur);
+                    c->snap_cur.index = idx;
+                    c->snap_cur.term = term;
+                    if (conf_len && raft_conf_decode(slice_of(b.data + 32, conf_len),
+                                                     &c->snap_cur.conf) != 0)
+                        rc = ERR_CORRUPT;
                 }
             }
         }
@@ -1291,6 +1335,8 @@ static int raft_setup(struct core *c)
         .check_quorum = c->cluster,
         .rand = raft_rand,
         .rand_ctx = &rand_state,
+        .applied = c->applied_index,
+        .snap = c->snap_cur,
     };
     if (o.heartbeat_ticks == 0)
         o.heartbeat_ticks = 1;
@@ -1474,10 +1520,10 @@ static void *prealloc_main(void *arg)
     while (!c->stopping || c->ckpt_have_job) {
         if (c->ckpt_have_job) {
             struct sbuf b = c->ckpt_buf;
-            uint64_t index = c->ckpt_index;
+            uint64_t index = c->ckpt_index, keep = c->ckpt_keep_from;
             c->ckpt_have_job = false;
             pthread_mutex_unlock(&c->mu);
-            int crc = checkpoint_write(c, &b, index);
+            int crc = checkpoint_write(c, &b, index, keep);
             sbuf_free(&b);
             pthread_mutex_lock(&c->mu);
             c->ckpt_rc = crc;
@@ -2108,6 +2154,21 @@ static void on_frame(void *ctx, uint64_t from, struct slice bytes)
     raft_step(c->raft, &m);
 }
 
+/* A peer that reconnected may have restarted with less than it acknowledged (a wiped node):
+ * the leader forgets its match index and probes it afresh (always safe, see raft.h). */
+static void check_reconnects(struct core *c)
+{
+    for (size_t i = 0; i < c->ha.n_nodes; i++) {
+        struct transport_peer_state ps;
+        if (i == c->ha.self || transport_peer_state(c->tp, c->ha.nodes[i].id, &ps) != 0)
+            continue;
+        if (ps.connects != c->peer_connects[i]) {
+            c->peer_connects[i] = ps.connects;
+            raft_peer_reset(c->raft, c->ha.nodes[i].id);
+        }
+    }
+}
+
 /* Priority: a leader hands leadership to the highest-priority voter once it is caught up. */
 static void check_priority(struct core *c)
 {
@@ -2213,6 +2274,7 @@ static void *core_main(void *arg)
         if (c->cluster && now_ms >= c->next_raft_tick_ms) {
             c->next_raft_tick_ms = now_ms + c->raft_tick_ms;
             raft_tick(c->raft);
+            check_reconnects(c);
         }
         /* Order matters for latency: new entries are written and the next fsync is started
          * (inside handle_ready) before the entries made durable by the previous one are applied
@@ -2249,7 +2311,7 @@ static void *core_main(void *arg)
             checkpoint_start(c); /* between rounds: the state is exactly applied_index */
         }
         if (c->trim_pending && !c->sync_inflight && !atomic_load(&c->fatal)) {
-            checkpoint_finish(c, c->trim_pending);
+            checkpoint_finish(c, &c->ckpt_meta);
             c->trim_pending = 0;
         }
         if (atomic_load(&c->fatal) && !c->sync_inflight)
