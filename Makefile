@@ -33,7 +33,7 @@ UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 DEPS     := $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(BUILD)/src/main.d $(LIB_SRC:%.c=build-fuzz/%.d)
 
-.PHONY: all clean test unit integration fuzz-replay fuzz fuzz-build bench soak deps test-deps
+.PHONY: all clean test unit integration cluster jepsen fuzz-replay fuzz fuzz-build bench soak deps test-deps
 
 all: ayder
 
@@ -89,6 +89,14 @@ fuzz: fuzz-build
 
 integration: ayder
 	/usr/bin/python3 -m pytest -q tests/integration
+
+# Real-process cluster tests in a private network namespace (tests/cluster/run); `make jepsen`
+# runs the long version (more faults, longer workloads).
+cluster: ayder
+	tests/cluster/run
+
+jepsen: ayder
+	AYDER_JEPSEN=1 tests/cluster/run
 
 test:
 	tools/run-tests

@@ -1039,6 +1039,45 @@ int broker_snapshot_write(struct broker *b, uint64_t applied_index, struct sbuf 
     return sbuf_ok(out) ? 0 : ERR_NOMEM;
 }
 
+void broker_reset(struct broker *b)
+{
+    /* Topics leave the map under the write lock (readers look them up under the read lock, so
+     * none still uses one afterwards); long-poll waiters are woken to see them gone. */
+    pthread_rwlock_wrlock(&b->meta);
+    struct hmap old = b->topics;
+    hmap_init(&b->topics);
+    b->all_ttl_ms = RETENTION_UNSET;
+    b->all_max_bytes = RETENTION_UNSET;
+    pthread_rwlock_unlock(&b->meta);
+    b->touched = NULL;
+    size_t bk = 0;
+    struct hmap_node *cur = NULL, *n;
+    while ((n = hmap_next(&old, &bk, &cur))) {
+        struct topic *t = n->value;
+        for (uint32_t i = 0; i < t->nparts; i++)
+            wake_all(b, &t->parts[i], true);
+        topic_free(t, false);
+    }
+    hmap_free(&old);
+    pthread_mutex_lock(&b->off_mu);
+    hmap_free(&b->offsets);
+    hmap_init(&b->offsets);
+    pthread_mutex_unlock(&b->off_mu);
+    bk = 0;
+    cur = NULL;
+    while ((n = hmap_next(&b->idem, &bk, &cur)))
+        xfree(n->value);
+    hmap_free(&b->idem);
+    hmap_init(&b->idem);
+    b->idem_oldest = b->idem_newest = NULL;
+    while (b->trash) {
+        struct trash *x = b->trash;
+        b->trash = x->next;
+        xfree(x->path);
+        xfree(x);
+    }
+}
+
 int broker_snapshot_read(struct broker *b, struct slice in)
 {
     if (in.len < 8 || crc32c(0, in.ptr, in.len - 4) != get_le32(in.ptr + in.len - 4))

@@ -106,6 +106,10 @@ int broker_scan_trash(struct broker *b);
 int broker_sync(struct broker *b);
 /* Serialize the state as of applied_index (idempotency records with index <= it). */
 int broker_snapshot_write(struct broker *b, uint64_t applied_index, struct sbuf *out);
+/* Forget every topic, offset, idempotency key, policy and pending trash (the files stay; the
+ * caller replaces them), so broker_snapshot_read can restore a snapshot received from the
+ * leader into this live broker. Core thread; readers may run concurrently. */
+void broker_reset(struct broker *b);
 /* Restore into a freshly opened, empty broker: opens every partition log and truncates it to
  * the length the snapshot recorded. ERR_CORRUPT: the snapshot bytes are malformed; ERR_IO: a
  * partition log is shorter than the (valid) snapshot recorded, i.e. data the checkpoint had

@@ -816,6 +816,13 @@ static int restore_locked(struct kv *kv, struct slice in)
     return 0;
 }
 
+void kv_reset(struct kv *kv)
+{
+    pthread_rwlock_wrlock(&kv->lock);
+    clear_all(kv);
+    pthread_rwlock_unlock(&kv->lock);
+}
+
 int kv_snapshot_read(struct kv *kv, struct slice in)
 {
     pthread_rwlock_wrlock(&kv->lock);

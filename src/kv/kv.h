@@ -135,6 +135,8 @@ int kv_snapshot_write(struct kv *kv, struct sbuf *out);
 /* Restore into an EMPTY kv (else ERR_INVALID). Damaged bytes (bad magic, version, CRC, structure,
  * invalid names, duplicate keys, versions above the revision) -> ERR_CORRUPT and the kv stays
  * empty. The configured size limits are not enforced: the snapshot is the agreed state. */
+/* Drop every key (before restoring a snapshot received from the leader); readers may run. */
+void kv_reset(struct kv *kv);
 int kv_snapshot_read(struct kv *kv, struct slice in);
 
 struct kv_stats {
