@@ -1517,6 +1517,9 @@ static void h_ha_status(struct rctx *x)
     jw_arr_close(&w);
     jw_ku64(&w, "elections_won", st.elections_won);
     jw_ku64(&w, "leader_changes", st.leader_changes);
+    jw_ku64(&w, "snapshots_sent", st.snapshots_sent);
+    jw_ku64(&w, "snapshots_installed", st.snapshots_installed);
+    jw_ku64(&w, "snapshot_index", st.snapshot_index);
     jw_obj_close(&w);
     respond_json(x, 200, &b);
 }
@@ -1552,6 +1555,9 @@ static void h_metrics(struct rctx *x, bool ha)
         metrics_write_gauge(&b, "ayder_ha_durable_index", "Highest fsynced journal index on this node.", (double)st.durable_index);
         metrics_write_counter(&b, "ayder_ha_elections_won_total", "Elections this node won.", st.elections_won);
         metrics_write_counter(&b, "ayder_ha_leader_changes_total", "Changes of the known leader.", st.leader_changes);
+        metrics_write_counter(&b, "ayder_ha_snapshots_sent_total", "Snapshots streamed to followers behind the log's base.", st.snapshots_sent);
+        metrics_write_counter(&b, "ayder_ha_snapshots_installed_total", "Snapshots received from a leader and installed.", st.snapshots_installed);
+        metrics_write_gauge(&b, "ayder_ha_snapshot_index", "Index of the newest local checkpoint.", (double)st.snapshot_index);
         if (st.enabled) {
             metrics_write_family(&b, "ayder_ha_peer_connected", "gauge", "1 when the Raft connection to the peer is up.");
             for (size_t i = 0; i < st.n_peers; i++) {

@@ -36,6 +36,7 @@
 #include "base/log.h"
 #include "broker/entry.h"
 #include "core/hardstate.h"
+#include "core/snapx.h"
 #include "core/tailcache.h"
 #include "raft/raft.h"
 #include "raft/transport.h"
@@ -56,6 +57,10 @@
 #define WRITE_TIMEOUT_MS_DEFAULT 5000
 #define CACHE_MAX_ENTRIES (1u << 18)
 #define CACHE_MAX_BYTES (64u << 20)
+
+/* Frames between nodes carry a kind byte first. */
+#define FRAME_RAFT 1 /* an encoded struct raft_msg */
+#define FRAME_SNAP 2 /* a snapshot chunk (snapx.h) */
 
 /* Journal entry types are Raft entry types; a host entry of kind e (enum entry_type) is stored
  * as RAFT_ENTRY_USER + e. */
@@ -166,6 +171,18 @@ struct core {
     _Atomic uint64_t st_term, st_leader, st_commit, st_elections, st_leader_changes;
     _Atomic uint64_t st_match[HA_MAX_NODES];
     uint64_t peer_connects[HA_MAX_NODES];
+    /* snapshot transfer */
+    struct snapx_rx *snap_rx;              /* follower: staging of a leader's snapshot */
+    struct snap_out {                      /* leader: one stream per peer */
+        struct snapx_sender *s;
+        uint64_t to, term;
+        struct sbuf msg;                   /* the RAFT_MSG_SNAPSHOT frame to send after it */
+        bool pending, finished;            /* finished/rc: under mu (set by the sender) */
+        int rc;
+    } snap_out[HA_MAX_NODES];
+    bool snap_results;                     /* under mu: a stream finished */
+    bool installing;
+    _Atomic uint64_t st_snap_sent, st_snap_installed, st_snap_index;
 };
 
 void core_config_default(struct core_config *c)
@@ -933,6 +950,7 @@ static void checkpoint_finish(struct core *c, const struct raft_snapshot_meta *m
         c->snap_prev = c->snap_cur;
     }
     c->snap_cur = *m;
+    atomic_store(&c->st_snap_index, m->index);
     int rc = 0;
     if (base.index) {
         raft_compact(c->raft, &base);
@@ -1060,6 +1078,8 @@ static int load_snapshot(struct core *c, uint64_t *index_out)
         sbuf_free(&b);
         if (!rc)
             return 0;
+        if (c->installing)
+            return rc ? rc : ERR_CORRUPT; /* a live broker: no fallback to older snapshots */
         if (rc != ERR_CORRUPT) {
             LOG_E("core", "snapshot %s is valid but the data directory disagrees with it: %s; "
                   "refusing to start (run: ayder logcheck %s)", name, err_message(rc),
@@ -1350,6 +1370,9 @@ static int raft_setup(struct core *c)
         return ERR_NOMEM;
     if (!c->cluster)
         return 0;
+    rc = snapx_rx_new(fs, cfg->data_dir, &c->snap_rx);
+    if (rc)
+        return rc;
     struct transport_peer_config peers[HA_MAX_NODES];
     size_t np = 0;
     for (size_t i = 0; i < c->ha.n_nodes; i++) {
@@ -1439,6 +1462,13 @@ int core_open(const struct core_config *cfg, struct core **out)
         LOG_E("core", "data dir %s: %s (errno %d)", cfg->data_dir, err_message(rc), io_last_errno());
         goto fail;
     }
+    rc = snapx_recover(fs, cfg->data_dir);
+    if (rc < 0) {
+        LOG_E("core", "finishing an interrupted snapshot install: %s", err_message(rc));
+        goto fail;
+    }
+    if (rc == 1)
+        LOG_W("core", "finished a snapshot install that a crash interrupted");
     c->kv = kv_new(&cfg->kv);
     if (!c->kv) {
         rc = ERR_NOMEM;
@@ -1455,6 +1485,7 @@ int core_open(const struct core_config *cfg, struct core **out)
     }
     c->applied_index = snap_index;
     c->last_checkpoint_index = snap_index;
+    atomic_store(&c->st_snap_index, snap_index);
     if (c->applied_conf.len && (rc = conf_push(c, c->applied_conf_index,
                                                slice_of(c->applied_conf.data,
                                                         c->applied_conf.len))) != 0)
@@ -1815,6 +1846,7 @@ static void send_msgs(struct core *c, const struct raft_msg *msgs, size_t n)
         return;
     for (size_t i = 0; i < n; i++) {
         sbuf_reset(&c->msg_buf);
+        sbuf_putc(&c->msg_buf, FRAME_RAFT);
         if (raft_msg_encode(&msgs[i], &c->msg_buf) != 0 || !sbuf_ok(&c->msg_buf))
             continue; /* dropped: Raft resends */
         transport_send(c->tp, msgs[i].to, slice_of(c->msg_buf.data, c->msg_buf.len));
@@ -1823,11 +1855,209 @@ static void send_msgs(struct core *c, const struct raft_msg *msgs, size_t n)
 
 static void rb_confirmed(struct core *c, uint64_t seq, uint64_t index);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Snapshot transfer (InstallSnapshot): the leader streams its checkpoint and partition files
+ * (snapx.h) on a sender thread, then sends the RAFT_MSG_SNAPSHOT; the follower stages the files
+ * and installs them when Raft says so.                                                        */
+
+/* Sender thread. */
+static int snap_send_cb(void *ctx, uint64_t to, struct slice chunk)
+{
+    struct core *c = ctx;
+    uint8_t *buf = xmalloc(chunk.len + 1);
+    if (!buf)
+        return ERR_NOMEM;
+    buf[0] = FRAME_SNAP;
+    memcpy(buf + 1, chunk.ptr, chunk.len);
+    int rc = transport_send(c->tp, to, slice_of(buf, chunk.len + 1));
+    xfree(buf);
+    return rc;
+}
+
+/* Sender thread (or the core thread when a stream could not start). */
+static void snap_done_cb(void *ctx, uint64_t to, uint64_t snap_index, uint64_t snap_term, int rc)
+{
+    (void)snap_index;
+    (void)snap_term;
+    struct core *c = ctx;
+    int i = ha_find(&c->ha, to);
+    if (i < 0)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->snap_out[i].rc = rc;
+    c->snap_out[i].finished = true;
+    c->snap_results = true;
+    pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Core thread, inside a ready: start streaming to each follower Raft named. */
+static void snap_start(struct core *c, const struct raft_msg *msgs, size_t n)
+{
+    for (size_t k = 0; k < n && c->tp; k++) {
+        const struct raft_msg *m = &msgs[k];
+        int i = ha_find(&c->ha, m->to);
+        if (i < 0)
+            continue;
+        struct snap_out *o = &c->snap_out[i];
+        snapx_sender_free(o->s); /* a stale stream of an older term */
+        o->s = NULL;
+        o->to = m->to;
+        o->term = m->term;
+        o->pending = true;
+        pthread_mutex_lock(&c->mu);
+        o->finished = false;
+        pthread_mutex_unlock(&c->mu);
+        sbuf_reset(&o->msg);
+        sbuf_putc(&o->msg, FRAME_RAFT);
+        int rc = raft_msg_encode(m, &o->msg);
+        if (!rc && !sbuf_ok(&o->msg))
+            rc = ERR_NOMEM;
+        if (!rc)
+            rc = snapx_sender_start(c->cfg.fs, c->cfg.data_dir, m->index, m->log_term, m->to,
+                                    snap_send_cb, snap_done_cb, c, &o->s);
+        if (rc) {
+            LOG_W("core", "raft: cannot stream snapshot %" PRIu64 " to %s: %s", m->index,
+                  c->ha.nodes[i].name, err_message(rc));
+            snap_done_cb(c, m->to, m->index, m->log_term, rc);
+        } else {
+            LOG_I("core", "raft: streaming snapshot %" PRIu64 " to %s", m->index,
+                  c->ha.nodes[i].name);
+        }
+    }
+}
+
+/* Core thread, outside a ready: finished streams -> the snapshot message, raft_snapshot_done. */
+static void snap_results(struct core *c)
+{
+    for (size_t i = 0; i < c->ha.n_nodes; i++) {
+        struct snap_out *o = &c->snap_out[i];
+        if (!o->pending)
+            continue;
+        pthread_mutex_lock(&c->mu);
+        bool fin = o->finished;
+        int rc = o->rc;
+        pthread_mutex_unlock(&c->mu);
+        if (!fin)
+            continue;
+        snapx_sender_free(o->s);
+        o->s = NULL;
+        o->pending = false;
+        /* A stream of an older term is dropped unreported (raft.h, snap_send). */
+        if (raft_term(c->raft) != o->term || raft_role(c->raft) != RAFT_LEADER)
+            continue;
+        if (!rc)
+            rc = transport_send(c->tp, o->to, slice_of(o->msg.data, o->msg.len));
+        if (!rc)
+            atomic_fetch_add(&c->st_snap_sent, 1);
+        else
+            LOG_W("core", "raft: snapshot to %s failed: %s (retried)", c->ha.nodes[i].name,
+                  err_message(rc));
+        raft_snapshot_done(c->raft, o->to, rc == 0);
+    }
+}
+
+static void snap_stop_senders(struct core *c)
+{
+    for (size_t i = 0; i < HA_MAX_NODES; i++) {
+        snapx_sender_free(c->snap_out[i].s);
+        c->snap_out[i].s = NULL;
+        sbuf_free(&c->snap_out[i].msg);
+    }
+}
+
+static void on_snap_chunk(struct core *c, uint64_t from, struct slice bytes)
+{
+    (void)from;
+    struct snapx_chunk ch;
+    if (!c->snap_rx || snapx_chunk_decode(bytes, &ch) != 0)
+        return;
+    snapx_rx_chunk(c->snap_rx, &ch);
+}
+
+static bool snap_staged(struct core *c, const struct raft_msg *m)
+{
+    if (m->index <= raft_commit(c->raft))
+        return true; /* nothing to install: Raft just acknowledges */
+    return c->snap_rx && snapx_rx_complete(c->snap_rx, m->index, m->log_term);
+}
+
+static int load_snapshot(struct core *c, uint64_t *index_out);
+
+/* Replace this node's state with the leader's snapshot (staged in full), durably, before the
+ * ready's acknowledgement leaves. The broker and KV are reset in place (HTTP readers keep their
+ * pointers); the journal restarts empty at the snapshot's base. A failure in the middle stops the
+ * process: the next start finishes or discards the install (snapx_recover) from a clean state. */
+static void install_snapshot(struct core *c, const struct raft_snapshot_meta *m)
+{
+    uint64_t t0 = clock_mono_ns();
+    wait_sync(c);
+    if (c->apply_it) {
+        journal_iter_close(c->apply_it);
+        c->apply_it = NULL;
+    }
+    broker_reset(c->broker);
+    kv_reset(c->kv);
+    journal_close(c->j);
+    c->j = NULL;
+    int rc = snapx_install(c->cfg.fs, c->cfg.data_dir, m->index);
+    struct journal_recovery jr;
+    memset(&jr, 0, sizeof jr);
+    if (!rc)
+        rc = journal_open(c->cfg.fs, c->journal_dir, &c->cfg.journal, &c->j, &jr);
+    if (!rc)
+        rc = journal_set_base(c->j, m->index, m->term);
+    uint64_t idx = 0;
+    c->installing = true;
+    if (!rc)
+        rc = load_snapshot(c, &idx);
+    c->installing = false;
+    if (!rc && idx != m->index)
+        rc = ERR_CORRUPT;
+    if (rc) {
+        LOG_E("core", "installing the leader's snapshot %" PRIu64 " failed: %s; stopping (the "
+              "next start completes or discards it)", m->index, err_message(rc));
+        _exit(70);
+    }
+    c->applied_index = m->index;
+    c->applied_term = m->term;
+    c->last_checkpoint_index = m->index;
+    memset(&c->snap_prev, 0, sizeof c->snap_prev);
+    conf_truncate(c, 0);
+    if (c->applied_conf.len)
+        conf_push(c, c->applied_conf_index, slice_of(c->applied_conf.data, c->applied_conf.len));
+    tailcache_clear(&c->cache);
+    seq_idem_clear(c);
+    /* Our own proposals at or below the base: in the snapshot or not, we cannot tell. */
+    struct proposal **pp = &c->pend_head, *last = NULL;
+    while (*pp) {
+        struct proposal *p = *pp;
+        if (p->index <= m->index) {
+            *pp = p->next;
+            fail(c, p, ERR_COMMIT_TIMEOUT);
+        } else {
+            last = p;
+            pp = &p->next;
+        }
+    }
+    c->pend_tail = last;
+    struct journal_stats js;
+    journal_stats(c->j, &js);
+    c->journal_bytes_at_checkpoint = js.bytes;
+    atomic_store(&c->st_applied, c->applied_index);
+    atomic_store(&c->st_durable, m->index);
+    atomic_store(&c->st_last, m->index);
+    atomic_fetch_add(&c->st_snap_installed, 1);
+    atomic_store(&c->st_snap_index, m->index);
+    LOG_I("core", "raft: installed the leader's snapshot at index %" PRIu64 " (term %" PRIu64
+          ") in %.1f ms", m->index, m->term, (double)(clock_mono_ns() - t0) / 1e6);
+}
+
 /* Carry out every ready Raft has, in the order raft.h prescribes. */
 static void handle_ready(struct core *c)
 {
     struct raft_ready rd;
-    for (int round = 0; round < 16 && !atomic_load(&c->fatal) && raft_ready(c->raft, &rd);
+    for (int round = 0; round < 64 && !atomic_load(&c->fatal) && raft_ready(c->raft, &rd);
          round++) {
         int rc = 0;
         if (rd.hs_changed) {
@@ -1835,6 +2065,8 @@ static void handle_ready(struct core *c)
             if (rc)
                 set_fatal(c, rc, "raft hard state write");
         }
+        if (!rc && rd.install)
+            install_snapshot(c, &rd.snap);
         if (!rc && rd.truncate_from) {
             wait_sync(c);
             if (c->apply_it) {
@@ -1868,8 +2100,10 @@ static void handle_ready(struct core *c)
             start_sync(c);
         }
         /* A failed hard-state write must not let the messages it covers leave. */
-        if (!atomic_load(&c->fatal))
+        if (!atomic_load(&c->fatal)) {
             send_msgs(c, rd.msgs, rd.n_msgs);
+            snap_start(c, rd.snap_send, rd.n_snap_send);
+        }
         if (!atomic_load(&c->fatal) && rd.apply_to)
             apply_committed(c, rd.apply_from, rd.apply_to);
         for (size_t i = 0; i < rd.n_reads; i++)
@@ -2144,13 +2378,29 @@ static void leader_transitions(struct core *c)
     }
 }
 
+static void on_snap_chunk(struct core *c, uint64_t from, struct slice bytes);
+static bool snap_staged(struct core *c, const struct raft_msg *m);
+
+/* A frame from a peer: [kind u8][body]. Malformed or misaddressed frames are ignored (Raft
+ * tolerates loss). */
 static void on_frame(void *ctx, uint64_t from, struct slice bytes)
 {
     struct core *c = ctx;
+    if (bytes.len < 1)
+        return;
+    uint8_t kind = bytes.ptr[0];
+    struct slice body = slice_of(bytes.ptr + 1, bytes.len - 1);
+    if (kind == FRAME_SNAP) {
+        on_snap_chunk(c, from, body);
+        return;
+    }
     struct raft_msg m;
-    if (raft_msg_decode(bytes, &m, c->ents, RAFT_MSG_MAX_ENTRIES) != 0 || m.from != from ||
-        m.to != c->self_id)
-        return; /* malformed or misaddressed: ignored (Raft tolerates loss) */
+    if (kind != FRAME_RAFT || raft_msg_decode(body, &m, c->ents, RAFT_MSG_MAX_ENTRIES) != 0 ||
+        m.from != from || m.to != c->self_id)
+        return;
+    /* A snapshot message is stepped only once its data is staged here in full. */
+    if (m.type == RAFT_MSG_SNAPSHOT && !snap_staged(c, &m))
+        return;
     raft_step(c->raft, &m);
 }
 
@@ -2219,7 +2469,7 @@ static void *core_main(void *arg)
         pthread_mutex_lock(&c->mu);
         for (;;) {
             if (c->in_head || c->sync_has_result || c->ckpt_have_result ||
-                atomic_load(&c->tp_wake) || c->rb_in_head)
+                atomic_load(&c->tp_wake) || c->rb_in_head || c->snap_results)
                 break;
             if (c->stopping && !c->sync_inflight && !c->pend_head && !c->dup_head &&
                 !c->ack_head && !c->held_head)
@@ -2255,6 +2505,8 @@ static void *core_main(void *arg)
         uint64_t ckpt_index = c->ckpt_index;
         c->ckpt_have_result = false;
         bool frames = atomic_exchange(&c->tp_wake, false);
+        bool snaps = c->snap_results;
+        c->snap_results = false;
         struct read_barrier *rb_in = c->rb_in_head;
         c->rb_in_head = c->rb_in_tail = NULL;
         bool stopping = c->stopping;
@@ -2268,6 +2520,8 @@ static void *core_main(void *arg)
             sync_finished(c, tok, sync_rc, sync_errno);
             report_persisted(c);
         }
+        if (snaps)
+            snap_results(c);
         if (frames && c->tp)
             transport_poll(c->tp, on_frame, c);
         uint64_t now_ms = clock_mono_ms();
@@ -2410,6 +2664,7 @@ void core_stop(struct core *c)
     pthread_cond_signal(&c->sync_cond);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->sync_thread, NULL);
+    snap_stop_senders(c);
     if (c->tp)
         transport_stop(c->tp);
 }
@@ -2418,6 +2673,8 @@ void core_close(struct core *c)
 {
     if (!c)
         return;
+    snap_stop_senders(c);
+    snapx_rx_free(c->snap_rx);
     transport_free(c->tp);
     raft_free(c->raft);
     if (c->apply_it)
@@ -2524,6 +2781,9 @@ void core_ha_status(struct core *c, struct core_ha_status *o)
     o->write_concern = ha_write_concern_name(c->ha.write_concern);
     o->elections_won = atomic_load(&c->st_elections);
     o->leader_changes = atomic_load(&c->st_leader_changes);
+    o->snapshots_sent = atomic_load(&c->st_snap_sent);
+    o->snapshots_installed = atomic_load(&c->st_snap_installed);
+    o->snapshot_index = atomic_load(&c->st_snap_index);
     if (!c->cluster) {
         snprintf(o->node_id, sizeof o->node_id, "single");
         return;

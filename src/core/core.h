@@ -155,6 +155,8 @@ struct core_ha_status {
     size_t n_peers;
     struct core_peer_status peers[HA_MAX_NODES];
     uint64_t elections_won, leader_changes;
+    uint64_t snapshots_sent, snapshots_installed;
+    uint64_t snapshot_index; /* the newest checkpoint (the log's base, or one before it) */
 };
 void core_ha_status(struct core *c, struct core_ha_status *out);
 

@@ -1008,10 +1008,14 @@ static void *thread_main(void *arg)
             break;
         }
         if (t->pfds[0].revents) {
-            atomic_store(&t->wake_pending, false);
+            /* Drain first, then clear the flag: clearing first let a poke's byte be drained
+             * with the flag left set, so every later poke was skipped and queued frames waited
+             * for the 1 s poll timeout. A poke between the drain and the clear is seen below:
+             * every live connection's queue is checked after the poll. */
             uint8_t buf[64];
             while (read(t->wake_rd, buf, sizeof buf) > 0) {
             }
+            atomic_store(&t->wake_pending, false);
         }
         if (atomic_load(&t->stopping))
             break;
