@@ -2000,6 +2000,7 @@ static void install_snapshot(struct core *c, const struct raft_snapshot_meta *m)
     kv_reset(c->kv);
     journal_close(c->j);
     c->j = NULL;
+    snapx_rx_reset(c->snap_rx);
     int rc = snapx_install(c->cfg.fs, c->cfg.data_dir, m->index);
     struct journal_recovery jr;
     memset(&jr, 0, sizeof jr);
@@ -2553,6 +2554,10 @@ static void *core_main(void *arg)
         leader_transitions(c);
         if (c->leader_ready && c->held_head == NULL)
             handle_ready(c); /* entries of proposals released by the transition */
+        /* A flush stops at a segment boundary until the segments before it are durable (and
+         * retries after ENOSPC): write what is still buffered before the next sync. */
+        if (c->j && journal_flushed_index(c->j) < journal_last_index(c->j))
+            flush_journal(c);
         start_sync(c);
         if (c->cluster && !atomic_load(&c->fatal)) {
             answer_persisted(c);

@@ -894,6 +894,14 @@ bool snapx_rx_complete(struct snapx_rx *rx, uint64_t snap_index, uint64_t snap_t
     return rx->st == RX_COMPLETE && rx->index == snap_index && rx->term == snap_term;
 }
 
+void snapx_rx_reset(struct snapx_rx *rx)
+{
+    rx_close_cur(rx);
+    rx->st = RX_IDLE;
+    rx->xfer_id = rx->index = rx->term = 0;
+    rx->next_seq = 0;
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Install                                                                                        */
 

@@ -108,14 +108,17 @@ uint64_t snapx_sender_xfer_id(const struct snapx_sender *s);
  * staging complete: every staged file was fsynced at its eof, every staged directory and DATA
  * are fsynced, and DATA/snap-incoming/COMPLETE (index, term, xfer id, counts, CRC) is written
  * durably. Staging writes go to disk on the calling thread (including one fsync per file).
- * Free the receiver before snapx_install/snapx_recover (it may hold a file open in the staging)
- * and make a new one afterwards. */
+ * Before snapx_install/snapx_recover, free the receiver or snapx_rx_reset it (it may hold a
+ * file open in the staging, and it would still report the installed staging as complete). */
 struct snapx_rx;
 int snapx_rx_new(struct io_fs *fs, const char *data_dir, struct snapx_rx **out);
 void snapx_rx_free(struct snapx_rx *rx);
 int snapx_rx_chunk(struct snapx_rx *rx, const struct snapx_chunk *c);
 /* Staging is complete for exactly this snapshot. */
 bool snapx_rx_complete(struct snapx_rx *rx, uint64_t snap_index, uint64_t snap_term);
+/* Forget the in-memory stream state (closes the file being received, if any; touches nothing
+ * on disk). Call it before snapx_install instead of free + new. */
+void snapx_rx_reset(struct snapx_rx *rx);
 
 /* ---- Install ----------------------------------------------------------------------------------
  * The durable swap, called with the journal, broker and partition logs CLOSED (the caller

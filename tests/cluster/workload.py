@@ -27,7 +27,8 @@ import urllib3
 
 from cluster import client_session, wait_for
 
-DEFINITE_503 = {"no_leader", "not_leader", "not_ready", "overloaded", "rate_limited"}
+DEFINITE_503 = {"no_leader", "not_leader", "not_ready", "overloaded", "rate_limited",
+                "not_committed"}  # the server claims these were never applied: the checker holds it to that
 
 
 class Outcome:

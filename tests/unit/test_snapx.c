@@ -534,6 +534,13 @@ TEST(snapx_stream_then_restream_same_rx)
     CHECK_EQ_INT(stream(fs, rx, 0), 0);
     CHECK_EQ_INT(stream(fs, rx, 2), 0);
     CHECK(snapx_rx_complete(rx, S_INDEX, S_TERM));
+    /* reset mid-stream: the open staged file is closed, nothing is complete */
+    CHECK(feed(rx, 77, 0, SNAP_REL, 0, "s", false) == 0);
+    CHECK(sim_fs_open_handles(s) == 1);
+    snapx_rx_reset(rx);
+    CHECK(sim_fs_open_handles(s) == 0);
+    CHECK(!snapx_rx_complete(rx, S_INDEX, S_TERM));
+    CHECK(feed(rx, 77, 1, SNAP_REL, 1, "s", true) == ERR_AGAIN);
     snapx_rx_free(rx);
     CHECK(sim_fs_open_handles(s) == 0);
     sim_fs_free(s);
