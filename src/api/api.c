@@ -39,7 +39,7 @@ enum route_id {
     R_PRODUCE, R_PRODUCE_NDJSON, R_CONSUME, R_COMMIT,
     R_TOPICS_CREATE, R_TOPICS_LIST, R_TOPIC_GET, R_TOPIC_DELETE,
     R_GROUP, R_GROUP_TOPIC, R_DELETE_BEFORE, R_RETENTION,
-    R_KV_LIST, R_KV_GET, R_KV_PUT, R_KV_PUT2, R_KV_DEL, R_HA_STATUS,
+    R_KV_LIST, R_KV_GET, R_KV_PUT, R_KV_PUT2, R_KV_DEL, R_HA_STATUS, R_HA_MEMBERSHIP,
     R_OTHER, /* unmatched, preflight, errors before routing */
     R__COUNT
 };
@@ -49,7 +49,7 @@ static const char *const route_names[R__COUNT] = {
     "produce", "produce_ndjson", "consume", "commit",
     "topics_create", "topics_list", "topic_get", "topic_delete",
     "group", "group_topic", "delete_before", "retention",
-    "kv_list", "kv_get", "kv_put", "kv_put", "kv_delete", "ha_status",
+    "kv_list", "kv_get", "kv_put", "kv_put", "kv_delete", "ha_status", "ha_membership",
     "other",
 };
 
@@ -66,6 +66,7 @@ static const struct {
     {"GET", "/metrics", R_METRICS, SCOPE_NONE},
     {"GET", "/metrics_ha", R_METRICS_HA, SCOPE_NONE},
     {"GET", "/ha/status", R_HA_STATUS, SCOPE_NONE},
+    {"POST", "/ha/membership", R_HA_MEMBERSHIP, SCOPE_ADMIN},
     {"POST", "/broker/topics", R_TOPICS_CREATE, SCOPE_ADMIN},
     {"GET", "/broker/topics", R_TOPICS_LIST, SCOPE_CONSUME},
     {"GET", "/broker/topics/:topic", R_TOPIC_GET, SCOPE_CONSUME},
@@ -124,6 +125,9 @@ struct rctx {
     bool waiting;
     /* commit echo */
     uint64_t commit_offset;
+    /* membership */
+    char member[HA_NAME_MAX];
+    int member_op;
     /* consistency=leader reads */
     struct read_barrier rb;
     struct route_match match;
@@ -971,6 +975,13 @@ static void answer_simple(struct rctx *x, int phase)
     case R_TOPIC_DELETE:
         jw_kbool(&w, "deleted", true);
         break;
+    case R_HA_MEMBERSHIP:
+        jw_kstr(&w, "op", x->member_op == CORE_PROP_MEMBER_ADD       ? "add"
+                          : x->member_op == CORE_PROP_MEMBER_PROMOTE ? "promote"
+                                                                     : "remove");
+        jw_kstr(&w, "id", x->member);
+        jw_ku64(&w, "config_index", p->index);
+        break;
     case R_DELETE_BEFORE:
         jw_ku64(&w, "deleted_count", r->deleted_count);
         jw_ku64(&w, "freed_bytes", r->freed_bytes);
@@ -1025,6 +1036,67 @@ static void json_write(struct rctx *x, uint8_t type, json_encode_fn encode)
         return;
     }
     start_write(x, type);
+}
+
+/* POST /ha/membership {"op":"add","id":"n4","host":"127.0.0.4","raft_port":7004,
+ * "http_port":8004,"priority":10} | {"op":"promote"|"remove","id":"n4"} */
+static void h_membership(struct rctx *x)
+{
+    json_t *j = json_body(x);
+    if (!j)
+        return;
+    struct slice op, id, host = SLICE_LIT("-"); /* promote/remove: only the id matters */
+    uint64_t rp = 1, hp = 2, pr = 0;
+    int type = 0;
+    bool ok = json_str(j, "op", &op) && json_str(j, "id", &id);
+    if (ok && slice_eq_cstr(op, "add")) {
+        type = CORE_PROP_MEMBER_ADD;
+        ok = json_str(j, "host", &host) && json_u64(j, "raft_port", 65535, &rp) && rp > 0;
+        if (ok && json_object_get(j, "http_port"))
+            ok = json_u64(j, "http_port", 65535, &hp) && hp > 0;
+        else if (ok)
+            hp = rp + 1; /* as in RF_HA_NODES */
+        if (ok && json_object_get(j, "priority"))
+            ok = json_u64(j, "priority", 1000000, &pr);
+    } else if (ok && slice_eq_cstr(op, "promote")) {
+        type = CORE_PROP_MEMBER_PROMOTE;
+    } else if (ok && slice_eq_cstr(op, "remove")) {
+        type = CORE_PROP_MEMBER_REMOVE;
+    } else {
+        ok = false;
+    }
+    struct ha_node n;
+    memset(&n, 0, sizeof n);
+    if (ok && (id.len == 0 || id.len >= HA_NAME_MAX || host.len == 0 || host.len >= HA_HOST_MAX ||
+               hp > 65535 || hp == 0))
+        ok = false;
+    if (ok) {
+        char item[HA_NAME_MAX + HA_HOST_MAX + 64], err[256];
+        int len = snprintf(item, sizeof item, "%.*s:%.*s:%u:%u:%u", (int)id.len, (const char *)id.ptr,
+                           (int)host.len, (const char *)host.ptr, (unsigned)rp, (unsigned)pr,
+                           (unsigned)hp);
+        /* the same validation as RF_HA_NODES */
+        ok = len > 0 && (size_t)len < sizeof item &&
+             ha_parse_node(item, (size_t)len, &n, err, sizeof err) == 0;
+        if (!ok && len > 0 && (size_t)len < sizeof item) {
+            json_decref(j);
+            respond_error(x, ERR_BAD_PARAM, err);
+            return;
+        }
+    }
+    json_decref(j);
+    if (!ok) {
+        respond_error(x, ERR_MISSING_FIELDS,
+                      "Required: op (\"add\", \"promote\" or \"remove\") and id (string); add "
+                      "also needs host (string) and raft_port (integer), optionally http_port "
+                      "and priority");
+        return;
+    }
+    sbuf_init(&x->prop.payload, 0);
+    core_member_payload(&x->prop.payload, &n);
+    snprintf(x->member, sizeof x->member, "%s", n.name);
+    x->member_op = type;
+    start_write(x, (uint8_t)type);
 }
 
 static bool enc_commit(struct rctx *x, json_t *j, struct sbuf *out)
@@ -1494,6 +1566,9 @@ static void h_ha_status(struct rctx *x)
     jw_arr_close(&w);
     jw_key(&w, "learners");
     jw_arr_open(&w);
+    for (size_t i = 0; i < st.n_peers; i++)
+        if (!st.peers[i].voter)
+            jw_str(&w, st.peers[i].name);
     jw_arr_close(&w);
     jw_key(&w, "peers");
     jw_arr_open(&w);
@@ -1673,6 +1748,7 @@ static void dispatch(struct rctx *x, struct route_match *mp)
     case R_METRICS: h_metrics(x, false); break;
     case R_METRICS_HA: h_metrics(x, true); break;
     case R_HA_STATUS: h_ha_status(x); break;
+    case R_HA_MEMBERSHIP: h_membership(x); break;
     case R_PRODUCE: h_produce(x, &m); break;
     case R_PRODUCE_NDJSON: h_produce_ndjson(x, &m); break;
     case R_CONSUME: h_consume(x, &m); break;

@@ -58,6 +58,13 @@
 #define CACHE_MAX_ENTRIES (1u << 18)
 #define CACHE_MAX_BYTES (64u << 20)
 
+/* A core-level journal entry kind (beside enum entry_type, which the broker and KV apply): a
+ * member's address. */
+#define CORE_ENTRY_MEMBER 40
+
+struct core;
+static int not_leader_err(struct core *c);
+
 /* Frames between nodes carry a kind byte first. */
 #define FRAME_RAFT 1 /* an encoded struct raft_msg */
 #define FRAME_SNAP 2 /* a snapshot chunk (snapx.h) */
@@ -183,6 +190,10 @@ struct core {
     bool snap_results;                     /* under mu: a stream finished */
     bool installing;
     _Atomic uint64_t st_snap_sent, st_snap_installed, st_snap_index;
+    /* membership: the address book is c->ha.nodes[0..n_nodes) (grows as members are added);
+     * it and pub_conf are written by the core thread under pub_mu and read by HTTP threads */
+    pthread_mutex_t pub_mu;
+    struct raft_conf pub_conf;
 };
 
 void core_config_default(struct core_config *c)
@@ -363,13 +374,125 @@ static void note_conf(struct core *c, uint64_t index, struct slice data)
     c->applied_conf_index = index;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Membership: node addresses travel in MEMBER entries (every node learns how to reach a new
+ * member); who votes is Raft's configuration (CONFIG entries). The transport connects to exactly
+ * the members of the latest configuration whose address is known.                            */
+
+static void member_encode(struct sbuf *b, const struct ha_node *n)
+{
+    sbuf_putc(b, 1); /* version */
+    size_t nl = strlen(n->name), hl = strlen(n->host);
+    sbuf_put_uvarint(b, nl);
+    sbuf_append(b, n->name, nl);
+    sbuf_put_uvarint(b, hl);
+    sbuf_append(b, n->host, hl);
+    sbuf_put_le32(b, n->raft_port);
+    sbuf_put_le32(b, n->http_port);
+    sbuf_put_le32(b, n->priority);
+}
+
+/* Strict: every field bounded and validated like RF_HA_NODES. */
+static int member_decode(struct reader *r, struct ha_node *n)
+{
+    uint8_t v = 0;
+    struct slice name, host;
+    uint32_t rp = 0, hp = 0, pr = 0;
+    memset(n, 0, sizeof *n);
+    if (!rd_u8(r, &v) || v != 1 || !rd_lp(r, HA_NAME_MAX - 1, &name) || name.len == 0 ||
+        !rd_lp(r, HA_HOST_MAX - 1, &host) || host.len == 0 || !rd_le32(r, &rp) ||
+        !rd_le32(r, &hp) || !rd_le32(r, &pr) || rp == 0 || rp > 65535 || hp == 0 || hp > 65535)
+        return ERR_INVALID;
+    for (size_t i = 0; i < name.len; i++) {
+        uint8_t ch = name.ptr[i];
+        if (!(ch == '-' || ch == '_' || ch == '.' || (ch >= '0' && ch <= '9') ||
+              (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')))
+            return ERR_INVALID;
+    }
+    for (size_t i = 0; i < host.len; i++)
+        if (host.ptr[i] <= ' ' || host.ptr[i] == '/' || host.ptr[i] >= 0x7f)
+            return ERR_INVALID;
+    memcpy(n->name, name.ptr, name.len);
+    memcpy(n->host, host.ptr, host.len);
+    n->raft_port = (uint16_t)rp;
+    n->http_port = (uint16_t)hp;
+    n->priority = pr;
+    n->id = transport_node_id(n->name);
+    return 0;
+}
+
+void core_member_payload(struct sbuf *out, const struct ha_node *n) { member_encode(out, n); }
+
+/* Add (or update) an address. Core thread. ERR_OVERLOADED when the book is full. */
+static int book_put(struct core *c, const struct ha_node *n)
+{
+    int i = ha_find(&c->ha, n->id);
+    pthread_mutex_lock(&c->pub_mu);
+    int rc = 0;
+    if (i >= 0)
+        c->ha.nodes[i] = *n;
+    else if (c->ha.n_nodes == HA_MAX_NODES)
+        rc = ERR_OVERLOADED;
+    else
+        c->ha.nodes[c->ha.n_nodes++] = *n;
+    pthread_mutex_unlock(&c->pub_mu);
+    return rc;
+}
+
+/* Connect to exactly the configured members with a known address. */
+static void sync_peers(struct core *c)
+{
+    if (!c->tp || !c->raft)
+        return;
+    const struct raft_conf *conf = raft_conf(c->raft);
+    if (conf->n_voters == 0)
+        return; /* a joining node before it learned the configuration: keep RF_HA_NODES */
+    for (size_t i = 0; i < c->ha.n_nodes; i++) {
+        const struct ha_node *n = &c->ha.nodes[i];
+        if (n->id == c->self_id)
+            continue;
+        bool member = raft_conf_has(conf, n->id), has = transport_has_peer(c->tp, n->id);
+        if (member && !has) {
+            struct transport_peer_config pc = {n->id, n->name, n->host, n->raft_port};
+            int rc = transport_add_peer(c->tp, &pc);
+            if (rc)
+                LOG_W("core", "raft: cannot connect to new member %s: %s", n->name,
+                      err_message(rc));
+            else
+                LOG_I("core", "raft: member %s (%s:%u) joins the transport", n->name, n->host,
+                      n->raft_port);
+        } else if (!member && has) {
+            transport_remove_peer(c->tp, n->id);
+            LOG_I("core", "raft: %s is no longer a member; disconnected", n->name);
+        }
+    }
+    pthread_mutex_lock(&c->pub_mu);
+    c->pub_conf = *conf;
+    pthread_mutex_unlock(&c->pub_mu);
+}
+
+static void member_apply(struct core *c, struct slice data)
+{
+    struct reader r = reader_of(data);
+    struct ha_node n;
+    if (member_decode(&r, &n) != 0 || rd_left(&r) != 0) {
+        LOG_E("core", "a member entry does not decode; ignored");
+        return;
+    }
+    if (book_put(c, &n) != 0)
+        LOG_E("core", "address book full (%d nodes): member %s not added", HA_MAX_NODES, n.name);
+    sync_peers(c);
+}
+
 /* Apply one committed entry to the state machines. */
 static int apply_one(struct core *c, uint64_t index, uint64_t term, uint8_t type,
                      struct slice data, struct apply_result *res)
 {
     memset(res, 0, sizeof *res);
     int rc = 0;
-    if (type >= RAFT_ENTRY_USER)
+    if (type == HOST_TYPE(CORE_ENTRY_MEMBER))
+        member_apply(c, data);
+    else if (type >= RAFT_ENTRY_USER)
         rc = apply_entry(c, index, (uint8_t)(type - RAFT_ENTRY_USER), data, res);
     else if (type == RAFT_ENTRY_CONFIG)
         note_conf(c, index, data);
@@ -656,9 +779,13 @@ static int seq_check(struct core *c, struct slice topic, uint32_t partition)
     return 0;
 }
 
+static int sequence_member(struct core *c, struct proposal *p);
+
 static int sequence(struct core *c, struct proposal *p)
 {
     struct slice pl = slice_of(p->payload.data, p->payload.len);
+    if (p->type >= CORE_PROP_MEMBER_ADD && p->type <= CORE_PROP_MEMBER_REMOVE)
+        return sequence_member(c, p);
     switch (p->type) {
     case ENTRY_PRODUCE:
         return sequence_produce(c, p);
@@ -731,6 +858,62 @@ static int sequence(struct core *c, struct proposal *p)
     }
 }
 
+/* A membership change: add = the new member's address (a MEMBER entry) and then a CONFIG entry
+ * adding it as a learner; promote / remove = a CONFIG entry. The proposal is answered when its
+ * CONFIG entry is applied (committed). Raft allows one uncommitted change at a time (ERR_AGAIN:
+ * retry). */
+static int sequence_member(struct core *c, struct proposal *p)
+{
+    if (!c->cluster)
+        return ERR_UNSUPPORTED;
+    struct reader r = reader_of(slice_of(p->payload.data, p->payload.len));
+    struct ha_node n;
+    int rc = member_decode(&r, &n);
+    if (rc || rd_left(&r) != 0)
+        return ERR_INVALID;
+    const struct raft_conf *conf = raft_conf(c->raft);
+    uint64_t index = 0;
+    enum raft_conf_op op;
+    if (p->type == CORE_PROP_MEMBER_ADD) {
+        if (raft_conf_has(conf, n.id))
+            return ERR_CONFLICT;
+        if (ha_find(&c->ha, n.id) < 0 && c->ha.n_nodes == HA_MAX_NODES)
+            return ERR_OVERLOADED;
+        uint64_t leader;
+        rc = raft_propose(c->raft, HOST_TYPE(CORE_ENTRY_MEMBER),
+                          slice_of(p->payload.data, p->payload.len), &index, &leader);
+        if (rc)
+            return rc == RAFT_ERR_NOT_LEADER ? not_leader_err(c) : rc;
+        op = RAFT_CONF_ADD_LEARNER;
+    } else if (p->type == CORE_PROP_MEMBER_PROMOTE) {
+        if (!raft_conf_has(conf, n.id))
+            return ERR_NOT_FOUND;
+        if (raft_conf_is_voter(conf, n.id))
+            return ERR_CONFLICT;
+        op = RAFT_CONF_PROMOTE;
+    } else {
+        if (!raft_conf_has(conf, n.id))
+            return ERR_NOT_FOUND;
+        op = RAFT_CONF_REMOVE;
+    }
+    rc = raft_propose_conf(c->raft, op, n.id, &index);
+    if (rc)
+        return rc == RAFT_ERR_NOT_LEADER ? not_leader_err(c) : rc == ERR_AGAIN ? ERR_UNAVAILABLE : rc;
+    p->index = index;
+    p->term = raft_term(c->raft);
+    p->appended_ns = clock_mono_ns();
+    p->next = NULL;
+    if (c->pend_tail)
+        c->pend_tail->next = p;
+    else
+        c->pend_head = p;
+    c->pend_tail = p;
+    LOG_I("core", "raft: membership change %s %s proposed at index %" PRIu64,
+          op == RAFT_CONF_ADD_LEARNER ? "add learner" : op == RAFT_CONF_PROMOTE ? "promote" : "remove",
+          n.name, index);
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Internal proposals (retention, KV expiry)                                                   */
 
@@ -796,7 +979,7 @@ static void expired_fn(void *ctx, struct slice ns, struct slice key, uint64_t ca
 /* ------------------------------------------------------------------------------------------ */
 /* Checkpoints                                                                                 */
 
-#define SNAP_FILE_MAGIC 0x32504E53u /* "SNP2" */
+#define SNAP_FILE_MAGIC 0x33504E53u /* "SNP3" */
 
 static int write_file_durable(struct core *c, const char *dir, const char *name,
                               const uint8_t *data, size_t len)
@@ -870,6 +1053,16 @@ static int checkpoint_capture(struct core *c, struct sbuf *b)
     sbuf_put_le64(b, c->applied_conf_index);
     sbuf_put_le32(b, (uint32_t)c->applied_conf.len);
     sbuf_append(b, c->applied_conf.data, c->applied_conf.len);
+    /* the address book (members added at run time are known from here after a restart) */
+    size_t mlen_pos = b->len;
+    sbuf_put_le32(b, 0);
+    if (c->cluster) {
+        sbuf_put_uvarint(b, c->ha.n_nodes);
+        for (size_t i = 0; i < c->ha.n_nodes; i++)
+            member_encode(b, &c->ha.nodes[i]);
+    }
+    if (sbuf_ok(b))
+        put_le32(b->data + mlen_pos, (uint32_t)(b->len - mlen_pos - 4));
     size_t blen_pos = b->len;
     sbuf_put_le64(b, 0);
     int rc = broker_snapshot_write(c->broker, c->applied_index, b);
@@ -1008,6 +1201,25 @@ static void checkpoint_start(struct core *c)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* The snapshot's address book: merged into this node's (RF_HA_NODES first). */
+static int load_members(struct core *c, struct slice in)
+{
+    if (in.len == 0)
+        return 0;
+    struct reader r = reader_of(in);
+    uint64_t n = 0;
+    if (!rd_uvarint(&r, &n) || n > HA_MAX_NODES)
+        return ERR_CORRUPT;
+    for (uint64_t k = 0; k < n; k++) {
+        struct ha_node nd;
+        if (member_decode(&r, &nd) != 0)
+            return ERR_CORRUPT;
+        if (c->cluster && ha_find(&c->ha, nd.id) < 0 && book_put(c, &nd) != 0)
+            LOG_W("core", "address book full: %s from the snapshot ignored", nd.name);
+    }
+    return rd_left(&r) == 0 ? 0 : ERR_CORRUPT;
+}
+
 static int load_snapshot(struct core *c, uint64_t *index_out)
 {
     struct snap_list l = {.n = 0};
@@ -1052,10 +1264,14 @@ static int load_snapshot(struct core *c, uint64_t *index_out)
             size_t conf_len = get_le32(b.data + 28);
             size_t body = b.len - 4; /* without the crc */
             size_t pos = 32 + conf_len;
-            uint64_t blen = pos + 8 <= body ? get_le64(b.data + pos) : UINT64_MAX;
-            pos += 8;
+            size_t mlen = conf_len <= body && pos + 4 <= body ? get_le32(b.data + pos) : SIZE_MAX;
+            size_t mpos = pos + 4;
+            pos = mlen <= body - mpos ? mpos + mlen : SIZE_MAX;
+            uint64_t blen = pos <= body && pos + 8 <= body ? get_le64(b.data + pos) : UINT64_MAX;
+            pos = blen != UINT64_MAX ? pos + 8 : SIZE_MAX;
             if (idx != l.idx[i] || conf_len > body || pos > body || blen > body - pos ||
-                conf_index > idx) {
+                conf_index > idx ||
+                load_members(c, slice_of(b.data + mpos, mlen)) != 0) {
                 rc = ERR_CORRUPT;
             } else {
                 rc = broker_snapshot_read(c->broker, slice_of(b.data + pos, (size_t)blen));
@@ -1315,7 +1531,7 @@ static int raft_setup(struct core *c)
               "forgot its vote could vote twice", c->raft_dir);
         return rc;
     }
-    if (journal_last_index(c->j) == 0 && c->applied_index == 0) {
+    if (journal_last_index(c->j) == 0 && c->applied_index == 0 && !c->ha.join) {
         /* A fresh member: every initial voter writes the same bootstrap entry at index 1. */
         uint64_t voters[HA_MAX_NODES];
         uint32_t nv = 0;
@@ -1410,6 +1626,7 @@ int core_open(const struct core_config *cfg, struct core **out)
     c->cfg = *cfg;
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->why_mu, NULL);
+    pthread_mutex_init(&c->pub_mu, NULL);
     /* The core thread's timed wait uses CLOCK_MONOTONIC deadlines. */
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -2061,6 +2278,7 @@ static void handle_ready(struct core *c)
     for (int round = 0; round < 64 && !atomic_load(&c->fatal) && raft_ready(c->raft, &rd);
          round++) {
         int rc = 0;
+        bool conf_changed = false;
         if (rd.hs_changed) {
             rc = hardstate_save(c->cfg.fs, c->raft_dir, rd.hs.term, rd.hs.vote);
             if (rc)
@@ -2094,6 +2312,8 @@ static void handle_ready(struct core *c)
                 tailcache_append(&c->cache, e->index, e->term, e->type, e->data);
             if (e->type == RAFT_ENTRY_CONFIG && (rc = conf_push(c, e->index, e->data)) != 0)
                 set_fatal(c, rc, "configuration");
+            if (e->type == RAFT_ENTRY_CONFIG)
+                conf_changed = true;
         }
         if (!rc && rd.n_entries) {
             atomic_store(&c->st_last, journal_last_index(c->j));
@@ -2111,6 +2331,8 @@ static void handle_ready(struct core *c)
             rb_confirmed(c, rd.reads[i].ctx, rd.reads[i].index);
         raft_advance(c->raft, &rd);
         report_persisted(c);
+        if (conf_changed || rd.install || rd.truncate_from)
+            sync_peers(c); /* the latest configuration in the log decides who we talk to */
     }
     atomic_store(&c->st_commit, raft_commit(c->raft));
 }
@@ -2464,6 +2686,7 @@ static void *core_main(void *arg)
     struct core *c = arg;
     c->next_tick_ms = clock_mono_ms() + TICK_MS;
     c->next_raft_tick_ms = clock_mono_ms() + c->raft_tick_ms;
+    sync_peers(c);
     early_campaign(c);
     leader_transitions(c);
     for (;;) {
@@ -2703,6 +2926,7 @@ void core_close(struct core *c)
     xfree(c->snap_dir);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->why_mu);
+    pthread_mutex_destroy(&c->pub_mu);
     pthread_cond_destroy(&c->cond);
     pthread_cond_destroy(&c->sync_cond);
     pthread_cond_destroy(&c->cond_prealloc);
@@ -2752,9 +2976,11 @@ uint64_t core_leader(struct core *c, char *url, size_t url_len)
     if (!c->cluster)
         return c->self_id;
     uint64_t id = atomic_load(&c->st_leader);
+    pthread_mutex_lock(&c->pub_mu);
     int i = id ? ha_find(&c->ha, id) : -1;
     if (i >= 0 && url_len)
         ha_node_url(&c->ha.nodes[i], url, url_len);
+    pthread_mutex_unlock(&c->pub_mu);
     return id;
 }
 
@@ -2776,9 +3002,11 @@ void core_ha_status(struct core *c, struct core_ha_status *o)
     o->role = role_name(role);
     o->term = atomic_load(&c->st_term);
     o->leader_id = core_leader(c, o->leader_url, sizeof o->leader_url);
+    pthread_mutex_lock(&c->pub_mu);
     int li = o->leader_id ? ha_find(&c->ha, o->leader_id) : -1;
     if (li >= 0)
         snprintf(o->leader_name, sizeof o->leader_name, "%s", c->ha.nodes[li].name);
+    pthread_mutex_unlock(&c->pub_mu);
     o->commit_index = atomic_load(&c->st_commit);
     o->applied_index = atomic_load(&c->st_applied);
     o->last_index = atomic_load(&c->st_last);
@@ -2793,15 +3021,26 @@ void core_ha_status(struct core *c, struct core_ha_status *o)
         snprintf(o->node_id, sizeof o->node_id, "single");
         return;
     }
+    pthread_mutex_lock(&c->pub_mu);
     snprintf(o->node_id, sizeof o->node_id, "%s", c->ha.nodes[c->ha.self].name);
-    for (size_t i = 0; i < c->ha.n_nodes; i++) {
+    struct raft_conf conf = c->pub_conf;
+    size_t n = c->ha.n_nodes;
+    struct ha_node nodes[HA_MAX_NODES];
+    memcpy(nodes, c->ha.nodes, n * sizeof nodes[0]);
+    pthread_mutex_unlock(&c->pub_mu);
+    for (size_t i = 0; i < n; i++) {
+        bool voter = raft_conf_is_voter(&conf, nodes[i].id);
+        bool learner = !voter && raft_conf_has(&conf, nodes[i].id);
+        if (conf.n_voters && !voter && !learner)
+            continue; /* an address of a node that is not (or no longer) a member */
         struct core_peer_status *ps = &o->peers[o->n_peers++];
-        snprintf(ps->name, sizeof ps->name, "%s", c->ha.nodes[i].name);
-        ha_node_url(&c->ha.nodes[i], ps->url, sizeof ps->url);
-        ps->self = i == c->ha.self;
-        ps->voter = true; /* membership changes are not exposed yet: every listed node votes */
+        memcpy(ps->name, nodes[i].name, sizeof ps->name); /* both HA_NAME_MAX, NUL-terminated */
+        ps->name[sizeof ps->name - 1] = 0;
+        ha_node_url(&nodes[i], ps->url, sizeof ps->url);
+        ps->self = nodes[i].id == c->self_id;
+        ps->voter = voter || !conf.n_voters;
         struct transport_peer_state tps;
-        ps->connected = ps->self || (transport_peer_state(c->tp, c->ha.nodes[i].id, &tps) == 0 &&
+        ps->connected = ps->self || (transport_peer_state(c->tp, nodes[i].id, &tps) == 0 &&
                                      tps.connected);
         ps->match_index = role == RAFT_LEADER ? atomic_load(&c->st_match[i]) : 0;
     }

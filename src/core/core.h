@@ -119,6 +119,18 @@ struct read_barrier {
 };
 int core_read_barrier(struct core *c, struct read_barrier *rb);
 
+/* Membership changes (cluster only), sent with core_propose: p->type is one of these and
+ * p->payload is core_member_payload(). add: the node's address is replicated and it joins as a
+ * learner (it catches up without voting); promote: the learner becomes a voter; remove: it leaves
+ * the configuration. Answered when the configuration entry commits. Errors: ERR_CONFLICT (already
+ * a member / already a voter), ERR_NOT_FOUND (not a member), ERR_UNAVAILABLE (another change is
+ * still uncommitted: retry), ERR_OVERLOADED (address book full). */
+#define CORE_PROP_MEMBER_ADD 200
+#define CORE_PROP_MEMBER_PROMOTE 201
+#define CORE_PROP_MEMBER_REMOVE 202
+/* For promote/remove only the name matters (host "-", ports 1 are fine). */
+void core_member_payload(struct sbuf *out, const struct ha_node *n);
+
 struct broker *core_broker(struct core *c);
 struct kv *core_kv(struct core *c);
 

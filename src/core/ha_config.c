@@ -4,8 +4,8 @@
  *  1. A parsed config has 1..HA_MAX_NODES nodes with unique, non-empty names and unique ids,
  *     ports in 1..65535 and this node among them; anything else is ERR_INVALID with a sentence
  *     naming the offending item, so a typo stops the node at start instead of splitting a cluster.
- *  2. The cluster id depends only on the set of node names (order-independent), so every member
- *     computes the same value from its own copy of RF_HA_NODES.
+ *  2. The cluster id depends only on RF_HA_CLUSTER (default "ayder"), not on the node list, so it
+ *     stays the same when members are added or removed.
  */
 #include "core/ha_config.h"
 
@@ -19,6 +19,7 @@
 void ha_config_default(struct ha_config *c)
 {
     memset(c, 0, sizeof *c);
+    c->cluster_id = ha_cluster_id(NULL);
     c->write_concern = WC_MAJORITY;
     c->election_timeout_ms = 1000;
     c->heartbeat_ms = 100;
@@ -41,7 +42,7 @@ static int parse_u32(const char *s, size_t len, uint32_t max, uint32_t *out)
 }
 
 /* One "id:host:raft_port:priority[:http_port]" item (host may be [v6]). */
-static int parse_node(const char *s, size_t len, struct ha_node *n, char *err, size_t err_len)
+int ha_parse_node(const char *s, size_t len, struct ha_node *n, char *err, size_t err_len)
 {
     const char *end = s + len;
     const char *p = memchr(s, ':', len);
@@ -139,7 +140,7 @@ int ha_parse_nodes(struct ha_config *c, const char *s, char *err, size_t err_len
         }
         struct ha_node *n = &c->nodes[c->n_nodes];
         memset(n, 0, sizeof *n);
-        int rc = parse_node(p, len, n, err, err_len);
+        int rc = ha_parse_node(p, len, n, err, err_len);
         if (rc)
             return rc;
         for (size_t i = 0; i < c->n_nodes; i++) {
@@ -153,15 +154,13 @@ int ha_parse_nodes(struct ha_config *c, const char *s, char *err, size_t err_len
             break;
         p = comma + 1;
     }
-    /* Order-independent: XOR of a mixed hash of each id. */
-    uint64_t h = 0x9e3779b97f4a7c15ull;
-    for (size_t i = 0; i < c->n_nodes; i++) {
-        uint64_t x = c->nodes[i].id * 0xbf58476d1ce4e5b9ull;
-        x ^= x >> 31;
-        h ^= x;
-    }
-    c->cluster_id = h ? h : 1;
     return 0;
+}
+
+uint64_t ha_cluster_id(const char *name)
+{
+    uint64_t h = transport_node_id(name && *name ? name : "ayder");
+    return h ? h : 1;
 }
 
 int ha_parse_write_concern(const char *s, size_t n_nodes, enum write_concern *out)
@@ -268,6 +267,13 @@ int ha_config_from_env(struct ha_config *c, char *err, size_t err_len)
         return ERR_INVALID;
     }
     c->bootstrap_leader = env_flag("RF_HA_BOOTSTRAP_LEADER");
+    c->join = env_flag("RF_HA_JOIN");
+    const char *cn = getenv("RF_HA_CLUSTER");
+    if (cn && strlen(cn) > 255) {
+        snprintf(err, err_len, "RF_HA_CLUSTER is longer than 255 bytes");
+        return ERR_INVALID;
+    }
+    c->cluster_id = ha_cluster_id(cn);
     const char *dw = getenv("RF_HA_DEDICATED_WORKER");
     if (dw && *dw && strcmp(dw, "0") != 0 && strcmp(dw, "1") != 0) {
         snprintf(err, err_len, "RF_HA_DEDICATED_WORKER must be 0 or 1");

@@ -12,6 +12,11 @@
  *   RF_HA_WRITE_CONCERN=1|majority|all|async|N   default majority (N: 1 = leader only,
  *                              N >= cluster size = all, otherwise majority)
  *   RF_HA_BOOTSTRAP_LEADER=1   this node campaigns at once on a fresh cluster
+ *   RF_HA_JOIN=1               this node joins an existing cluster (added with POST
+ *                              /ha/membership): it starts with an empty log and waits for the
+ *                              leader instead of bootstrapping a configuration of its own
+ *   RF_HA_CLUSTER=name         cluster name (default "ayder"): nodes of another cluster are
+ *                              refused at the handshake
  *   RF_HA_DEDICATED_WORKER=0|1 accepted (the core thread is always dedicated)
  *   RF_HA_ELECTION_TIMEOUT_MS (default 1000), RF_HA_HEARTBEAT_MS (default 100)
  *   RF_HA_TLS=1 RF_HA_TLS_CA RF_HA_TLS_CERT RF_HA_TLS_KEY   mTLS between nodes
@@ -50,7 +55,8 @@ struct ha_config {
     size_t n_nodes;
     struct ha_node nodes[HA_MAX_NODES];
     size_t self;                 /* index of this node in nodes[] */
-    uint64_t cluster_id;         /* derived from the node ids: every member must agree */
+    uint64_t cluster_id;         /* hash of RF_HA_CLUSTER: every member must agree */
+    bool join;                   /* RF_HA_JOIN: no bootstrap configuration */
     enum write_concern write_concern;
     bool bootstrap_leader;
     uint32_t election_timeout_ms, heartbeat_ms;
@@ -60,7 +66,7 @@ struct ha_config {
 
 /* Defaults (single node, concern majority, 1000/100 ms). */
 void ha_config_default(struct ha_config *c);
-/* Parse RF_HA_NODES into c->nodes (and c->cluster_id). 0 or ERR_INVALID with err set. */
+/* Parse RF_HA_NODES into c->nodes. 0 or ERR_INVALID with err set. */
 int ha_parse_nodes(struct ha_config *c, const char *s, char *err, size_t err_len);
 /* "1", "majority", "all", "async" or a number (resolved against n_nodes). 0 or ERR_INVALID. */
 int ha_parse_write_concern(const char *s, size_t n_nodes, enum write_concern *out);
@@ -69,6 +75,10 @@ const char *ha_write_concern_name(enum write_concern wc);
 int ha_config_from_env(struct ha_config *c, char *err, size_t err_len);
 /* "http://host:port" (IPv6 in brackets) of node i. */
 void ha_node_url(const struct ha_node *n, char *out, size_t out_len);
+/* The cluster id for a cluster name. */
+uint64_t ha_cluster_id(const char *name);
+/* Parse one "id:host:raft_port:priority[:http_port]" item. */
+int ha_parse_node(const char *s, size_t len, struct ha_node *n, char *err, size_t err_len);
 /* Index of the node with this id, or -1. */
 int ha_find(const struct ha_config *c, uint64_t id);
 

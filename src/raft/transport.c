@@ -18,6 +18,12 @@
  *                                                                           LIVE
  *     any state --(error, EOF, bad frame, refused, deadline)--> closed (conn_close)
  *
+ * Peers (dynamic membership, transport_add_peer / transport_remove_peer):
+ *
+ *     add_peer: allocate, publish in t->peers[] (under t->mu), poke --> the thread dials it
+ *     remove_peer: unlink from t->peers[], mark removed, drop its queues, move it to t->retired
+ *                  (under t->mu), poke --> the thread closes its connections, then frees it
+ *
  * Invariants:
  *  1. Sockets, SSL objects and struct conn are touched only by the transport thread; everything
  *     shared with other threads (send queues, receive queue, counters, peer.live) is under t->mu.
@@ -36,6 +42,20 @@
  *     peers of the same address family are bound to that address (port chosen by the kernel), so
  *     a peer sees our traffic come from our own raft address. Firewall rules that match on
  *     (source, destination) pairs, as the cluster tests' partitions do, then cut both directions.
+ *  8. Each peer is its own heap object. t->peers[] (the current peers) and t->retired (removed
+ *     peers not yet freed) are read and written only under t->mu; other threads use a struct
+ *     peer only while holding t->mu, after finding it there. A peer's id, name, host and port
+ *     never change after it is published, so the transport thread reads them without the lock.
+ *  9. Only the transport thread frees a peer, at the top of a loop turn, after closing and
+ *     reaping every connection that points to it; so conn.peer and the thread's per-turn peer
+ *     snapshot never dangle. A re-added id is a new object: connections to the old one are never
+ *     mistaken for it (they are closed as the old peer's, and a HELLO matches only the current
+ *     object). With no thread running (not started, or stopped) transport_free frees them.
+ * 10. A removed peer is invisible to transport_send / peer_state / has_peer and to HELLO
+ *     checks from the moment remove_peer returns; frames from it still waiting in the receive
+ *     queue are dropped then, and frames its connections deliver later are discarded.
+ * 11. The wake pipe lives from transport_new to transport_free, so poke() is safe from any thread
+ *     at any time (bytes written while no thread runs are drained when one starts).
  */
 #include "raft/transport.h"
 
@@ -108,11 +128,14 @@ struct conn {
 };
 
 struct peer {
+    /* immutable once published (invariant 8) */
     uint64_t id;
     char name[TRANSPORT_NAME_MAX + 1];
     char host[TRANSPORT_HOST_MAX + 1];
     uint16_t port;
     /* under t->mu */
+    bool removed;
+    struct peer *next_retired;
     struct txf *q_head, *q_tail;
     bool live;
     struct transport_peer_state st;
@@ -132,6 +155,7 @@ struct transport {
     socklen_t src_len;
     char *tls_ca, *tls_cert, *tls_key;
     SSL_CTX *ssl_ctx;
+    int wake_fds[2];
     uint64_t incarnation;
     uint64_t rng;
 
@@ -149,8 +173,10 @@ struct transport {
     size_t rx_bytes;
     struct transport_stats stats;
 
-    struct peer peers[TRANSPORT_MAX_PEERS];
+    /* under mu (invariant 8) */
+    struct peer *peers[TRANSPORT_MAX_PEERS];
     size_t n_peers;
+    struct peer *retired;
 
     /* transport thread only */
     struct conn *conns;
@@ -181,12 +207,35 @@ static void poke(struct transport *t)
     }
 }
 
-static struct peer *peer_find(struct transport *t, uint64_t id)
+/* The current peer with this id, or NULL. Caller holds t->mu (or owns t exclusively). */
+static struct peer *peer_find_locked(struct transport *t, uint64_t id)
 {
     for (size_t i = 0; i < t->n_peers; i++)
-        if (t->peers[i].id == id)
-            return &t->peers[i];
+        if (t->peers[i]->id == id)
+            return t->peers[i];
     return NULL;
+}
+
+/* For the transport thread: the pointer stays valid after unlocking because only this thread
+ * frees peers (invariant 9). */
+static struct peer *peer_lookup(struct transport *t, uint64_t id)
+{
+    pthread_mutex_lock(&t->mu);
+    struct peer *p = peer_find_locked(t, id);
+    pthread_mutex_unlock(&t->mu);
+    return p;
+}
+
+static bool peer_name_taken_locked(struct transport *t, const char *name)
+{
+    if (!name[0])
+        return false; /* unnamed peers (plaintext configs) do not collide */
+    if (strcmp(name, t->self_name) == 0)
+        return true;
+    for (size_t i = 0; i < t->n_peers; i++)
+        if (strcmp(t->peers[i]->name, name) == 0)
+            return true;
+    return false;
 }
 
 static void txq_clear_locked(struct peer *p)
@@ -209,6 +258,26 @@ static bool copy_str(char *dst, size_t cap, const char *s)
         return false;
     memcpy(dst, s, strlen(s) + 1);
     return true;
+}
+
+/* Validate pc and allocate an unpublished peer. need_name: an empty name is ERR_INVALID. */
+static int peer_new(const struct transport_peer_config *pc, bool need_name, struct peer **out)
+{
+    if (!pc || pc->id == 0 || pc->port == 0 || !pc->host || !pc->host[0] ||
+        (need_name && (!pc->name || !pc->name[0])))
+        return ERR_INVALID;
+    struct peer *p = xcalloc(1, sizeof *p);
+    if (!p)
+        return ERR_NOMEM;
+    if (!copy_str(p->name, sizeof p->name, pc->name ? pc->name : "") ||
+        !copy_str(p->host, sizeof p->host, pc->host)) {
+        xfree(p);
+        return ERR_INVALID;
+    }
+    p->id = pc->id;
+    p->port = pc->port;
+    *out = p;
+    return 0;
 }
 
 static void tcp_tune(int fd)
@@ -544,8 +613,11 @@ static bool on_hello(struct transport *t, struct conn *c, struct slice pl)
         why = "no common protocol version";
     else if (h.cluster_id != t->cfg.cluster_id)
         why = "other cluster id";
-    else if (!(p = peer_find(t, h.node_id)))
-        why = "unknown node id";
+    else if (!(p = peer_lookup(t, h.node_id)))
+        why = c->peer && c->peer->id == h.node_id ? "dialed peer was removed meanwhile"
+                                                  : "unknown node id";
+    else if (c->peer && c->peer != p && c->peer->id == p->id)
+        why = "dialed peer was removed (and re-added) meanwhile"; /* invariant 9 */
     else if (c->peer && c->peer != p)
         why = "dialed peer answered with another node id";
     else if (c->ssl && !tls_names_peer(c, p->name))
@@ -583,6 +655,11 @@ static void on_msg(struct transport *t, struct conn *c, struct slice pl)
     if (pl.len)
         memcpy(f->data, pl.ptr, pl.len);
     pthread_mutex_lock(&t->mu);
+    if (c->peer->removed) { /* invariant 10 */
+        pthread_mutex_unlock(&t->mu);
+        xfree(f);
+        return;
+    }
     bool was_empty = !t->rx_head;
     if (t->rx_tail)
         t->rx_tail->next = f;
@@ -929,6 +1006,39 @@ static bool queue_nonempty(struct transport *t, struct peer *p)
     return r;
 }
 
+static void peer_free(struct peer *p)
+{
+    txq_clear_locked(p);
+    xfree(p);
+}
+
+/* Invariant 9: close every connection of a removed peer, reap them, then free the peer. */
+static void retire_removed(struct transport *t)
+{
+    pthread_mutex_lock(&t->mu);
+    struct peer *list = t->retired;
+    t->retired = NULL;
+    pthread_mutex_unlock(&t->mu);
+    if (!list)
+        return;
+    for (struct conn *c = t->conns; c; c = c->next) {
+        if (c->dead || !c->peer)
+            continue;
+        for (struct peer *p = list; p; p = p->next_retired)
+            if (c->peer == p) {
+                conn_close(t, c, "peer removed", false);
+                break;
+            }
+    }
+    reap(t);
+    while (list) {
+        struct peer *n = list->next_retired;
+        LOG_I(MOD, "peer %s (%llu) removed", list->name, (unsigned long long)list->id);
+        peer_free(list);
+        list = n;
+    }
+}
+
 static void *thread_main(void *arg)
 {
     struct transport *t = arg;
@@ -939,10 +1049,16 @@ static void *thread_main(void *arg)
     pthread_sigmask(SIG_BLOCK, &ss, NULL);
 
     while (!atomic_load(&t->stopping)) {
+        retire_removed(t);
+        struct peer *snap[TRANSPORT_MAX_PEERS];
+        pthread_mutex_lock(&t->mu);
+        size_t n_snap = t->n_peers;
+        memcpy(snap, t->peers, n_snap * sizeof snap[0]);
+        pthread_mutex_unlock(&t->mu);
         uint64_t now = clock_mono_ms();
         int64_t timeout = 1000;
-        for (size_t i = 0; i < t->n_peers; i++) {
-            struct peer *p = &t->peers[i];
+        for (size_t i = 0; i < n_snap; i++) {
+            struct peer *p = snap[i];
             if (p->active || peer_has_conn(t, p))
                 continue;
             if (now >= p->next_dial_ms)
@@ -1066,7 +1182,8 @@ int transport_new(const struct transport_config *cfg, struct transport **out)
     t->cfg.self_name = t->self_name;
     t->cfg.listen_host = t->listen_host;
     source_addr_init(t);
-    t->cfg.peers = NULL;
+    t->cfg.peers = NULL; /* the live set is t->peers[] */
+    t->cfg.n_peers = 0;
     if (!t->cfg.max_frame_bytes)
         t->cfg.max_frame_bytes = TRANSPORT_DEFAULT_MAX_FRAME_BYTES;
     if (t->cfg.max_frame_bytes > UINT32_MAX - 1)
@@ -1083,18 +1200,25 @@ int transport_new(const struct transport_config *cfg, struct transport **out)
         t->cfg.backoff_max_ms = t->cfg.backoff_min_ms;
     if (!t->cfg.handshake_timeout_ms)
         t->cfg.handshake_timeout_ms = 5000;
+    if (pipe2(t->wake_fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        rc = ERR_IO;
+        goto err_free;
+    }
+    t->wake_rd = t->wake_fds[0];
+    t->wake_wr = t->wake_fds[1];
     for (size_t i = 0; i < cfg->n_peers; i++) {
         const struct transport_peer_config *pc = &cfg->peers[i];
-        struct peer *p = &t->peers[i];
-        if (pc->id == 0 || pc->id == cfg->self_id || pc->port == 0 || peer_find(t, pc->id) ||
-            !copy_str(p->name, sizeof p->name, pc->name ? pc->name : "") ||
-            !copy_str(p->host, sizeof p->host, pc->host))
+        struct peer *p = NULL;
+        /* Configured peers may be unnamed without TLS (names are only checked by TLS). */
+        if ((rc = peer_new(pc, cfg->tls, &p)) != 0)
             goto err_free;
-        p->id = pc->id;
-        p->port = pc->port;
-        t->n_peers = i + 1;
-        if (cfg->tls && !p->name[0])
-            goto err_free; /* TLS verifies peers by their node id string */
+        rc = ERR_INVALID;
+        if (pc->id == cfg->self_id || peer_find_locked(t, pc->id) ||
+            peer_name_taken_locked(t, p->name)) {
+            xfree(p);
+            goto err_free;
+        }
+        t->peers[t->n_peers++] = p;
     }
     rc = ERR_NOMEM;
     if (cfg->tls) {
@@ -1122,6 +1246,12 @@ int transport_new(const struct transport_config *cfg, struct transport **out)
     return 0;
 
 err_free:
+    for (size_t i = 0; i < t->n_peers; i++)
+        peer_free(t->peers[i]);
+    if (t->wake_rd >= 0) {
+        close(t->wake_rd);
+        close(t->wake_wr);
+    }
     if (t->ssl_ctx)
         SSL_CTX_free(t->ssl_ctx);
     xfree(t->tls_ca);
@@ -1170,29 +1300,16 @@ int transport_start(struct transport *t)
 {
     if (t->started)
         return ERR_INVALID;
-    int pfd[2];
-    if (pipe2(pfd, O_NONBLOCK | O_CLOEXEC) != 0)
-        return ERR_IO;
-    t->wake_rd = pfd[0];
-    t->wake_wr = pfd[1];
     int rc = listen_open(t);
     if (rc != 0)
-        goto err_pipe;
+        return rc;
     if (pthread_create(&t->thread, NULL, thread_main, t) != 0) {
-        rc = ERR_NOMEM;
-        goto err_listen;
+        close(t->listen_fd);
+        t->listen_fd = -1;
+        return ERR_NOMEM;
     }
     t->started = true;
     return 0;
-
-err_listen:
-    close(t->listen_fd);
-    t->listen_fd = -1;
-err_pipe:
-    close(t->wake_rd);
-    close(t->wake_wr);
-    t->wake_rd = t->wake_wr = -1;
-    return rc;
 }
 
 void transport_stop(struct transport *t)
@@ -1206,9 +1323,7 @@ void transport_stop(struct transport *t)
     pthread_join(t->thread, NULL);
     t->stopped = true;
     close(t->listen_fd);
-    close(t->wake_rd);
-    close(t->wake_wr);
-    t->listen_fd = t->wake_rd = t->wake_wr = -1;
+    t->listen_fd = -1;
 }
 
 void transport_free(struct transport *t)
@@ -1216,8 +1331,16 @@ void transport_free(struct transport *t)
     if (!t)
         return;
     transport_stop(t);
+    /* No thread runs now: every connection is gone, so every peer can be freed. */
     for (size_t i = 0; i < t->n_peers; i++)
-        txq_clear_locked(&t->peers[i]);
+        peer_free(t->peers[i]);
+    while (t->retired) {
+        struct peer *n = t->retired->next_retired;
+        peer_free(t->retired);
+        t->retired = n;
+    }
+    close(t->wake_rd);
+    close(t->wake_wr);
     struct rxf *f = t->rx_head;
     while (f) {
         struct rxf *n = f->next;
@@ -1238,34 +1361,43 @@ void transport_free(struct transport *t)
 
 uint16_t transport_port(const struct transport *t) { return t->port; }
 
-int transport_send(struct transport *t, uint64_t peer_id, struct slice bytes)
+/* 0 if a payload of len bytes may be queued for peer_id now. Caller holds t->mu. */
+static int send_check_locked(struct transport *t, uint64_t peer_id, size_t len, struct peer **out)
 {
-    struct peer *p = peer_find(t, peer_id);
+    struct peer *p = peer_find_locked(t, peer_id);
+    *out = p;
     if (!p)
         return ERR_NOT_FOUND;
-    if (bytes.len > t->cfg.max_frame_bytes)
+    if (len > t->cfg.max_frame_bytes)
         return ERR_TOO_LARGE;
-    size_t flen = TRANSPORT_FRAME_HEADER + bytes.len;
+    size_t flen = TRANSPORT_FRAME_HEADER + len;
+    if (!p->live)
+        return ERR_UNAVAILABLE;
+    if (p->st.queued_bytes + flen > t->cfg.send_queue_max_bytes)
+        return ERR_AGAIN;
+    return 0;
+}
+
+int transport_send(struct transport *t, uint64_t peer_id, struct slice bytes)
+{
+    struct peer *p;
     pthread_mutex_lock(&t->mu);
-    int rc = !p->live                                                              ? ERR_UNAVAILABLE
-             : p->st.queued_bytes + flen > t->cfg.send_queue_max_bytes ? ERR_AGAIN
-                                                                                   : 0;
+    int rc = send_check_locked(t, peer_id, bytes.len, &p);
     pthread_mutex_unlock(&t->mu);
     if (rc != 0)
         return rc;
     /* Frame and checksum outside the lock, on the caller's thread. */
+    size_t flen = TRANSPORT_FRAME_HEADER + bytes.len;
     struct txf *f = xmalloc(sizeof *f + flen);
     if (!f)
         return ERR_NOMEM;
     ASSERT(transport_frame_put(f->data, TRANSPORT_FRAME_MSG, bytes) == flen);
     f->next = NULL;
     f->len = flen;
+    /* Look the peer up again: it may have been removed (and even re-added) meanwhile. */
     pthread_mutex_lock(&t->mu);
-    if (!p->live)
-        rc = ERR_UNAVAILABLE;
-    else if (p->st.queued_bytes + flen > t->cfg.send_queue_max_bytes)
-        rc = ERR_AGAIN;
-    bool was_empty = !p->q_head;
+    rc = send_check_locked(t, peer_id, bytes.len, &p);
+    bool was_empty = rc == 0 && !p->q_head;
     if (rc == 0) {
         if (p->q_tail)
             p->q_tail->next = f;
@@ -1292,8 +1424,8 @@ size_t transport_poll(struct transport *t, transport_recv_fn fn, void *ctx)
     t->rx_head = t->rx_tail = NULL;
     t->rx_bytes = 0;
     pthread_mutex_unlock(&t->mu);
-    if (was_full && t->started && !t->stopped)
-        poke(t); /* the thread stopped reading; let it resume */
+    if (was_full)
+        poke(t); /* the thread stopped reading; let it resume (invariant 11) */
     size_t n = 0;
     while (f) {
         struct rxf *next = f->next;
@@ -1327,13 +1459,83 @@ bool transport_wait(struct transport *t, uint32_t timeout_ms)
 
 int transport_peer_state(struct transport *t, uint64_t peer_id, struct transport_peer_state *out)
 {
-    struct peer *p = peer_find(t, peer_id);
-    if (!p)
-        return ERR_NOT_FOUND;
     pthread_mutex_lock(&t->mu);
-    *out = p->st;
+    struct peer *p = peer_find_locked(t, peer_id);
+    if (p)
+        *out = p->st;
     pthread_mutex_unlock(&t->mu);
+    return p ? 0 : ERR_NOT_FOUND;
+}
+
+int transport_add_peer(struct transport *t, const struct transport_peer_config *peer)
+{
+    struct peer *p = NULL;
+    int rc = peer_new(peer, true, &p);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&t->mu);
+    if (peer->id == t->cfg.self_id || peer_find_locked(t, peer->id) ||
+        peer_name_taken_locked(t, p->name))
+        rc = ERR_CONFLICT;
+    else if (t->n_peers >= TRANSPORT_MAX_PEERS)
+        rc = ERR_OVERLOADED;
+    else
+        t->peers[t->n_peers++] = p; /* next_dial_ms 0: dialed on the thread's next turn */
+    pthread_mutex_unlock(&t->mu);
+    if (rc != 0) {
+        xfree(p);
+        return rc;
+    }
+    LOG_I(MOD, "peer %s (%llu) added at %s:%u", p->name, (unsigned long long)p->id, p->host,
+          (unsigned)p->port);
+    poke(t);
     return 0;
+}
+
+int transport_remove_peer(struct transport *t, uint64_t id)
+{
+    pthread_mutex_lock(&t->mu);
+    size_t i = 0;
+    while (i < t->n_peers && t->peers[i]->id != id)
+        i++;
+    if (i == t->n_peers) {
+        pthread_mutex_unlock(&t->mu);
+        return ERR_NOT_FOUND;
+    }
+    struct peer *p = t->peers[i];
+    t->peers[i] = t->peers[--t->n_peers];
+    t->peers[t->n_peers] = NULL;
+    p->removed = true;
+    p->live = false;
+    p->st.connected = false;
+    txq_clear_locked(p);
+    /* Invariant 10: what it sent and the owner has not polled yet is dropped. */
+    struct rxf **pp = &t->rx_head;
+    t->rx_tail = NULL;
+    while (*pp) {
+        struct rxf *f = *pp;
+        if (f->from == id) {
+            *pp = f->next;
+            t->rx_bytes -= f->len;
+            xfree(f);
+        } else {
+            t->rx_tail = f;
+            pp = &f->next;
+        }
+    }
+    p->next_retired = t->retired;
+    t->retired = p;
+    pthread_mutex_unlock(&t->mu);
+    poke(t); /* close its connections now (and resume reading if the rx queue was full) */
+    return 0;
+}
+
+bool transport_has_peer(struct transport *t, uint64_t id)
+{
+    pthread_mutex_lock(&t->mu);
+    bool r = peer_find_locked(t, id) != NULL;
+    pthread_mutex_unlock(&t->mu);
+    return r;
 }
 
 void transport_get_stats(struct transport *t, struct transport_stats *out)

@@ -3,14 +3,16 @@
  *
  * What this module owns: a thread, a listening socket on the node's raft address, at most one live
  * connection per configured peer (plus connections still handshaking), a bounded send queue per
- * peer and one bounded receive queue. It carries opaque byte strings (encoded struct raft_msg,
- * see raft_msg_encode); it never interprets them.
+ * peer and one bounded receive queue. The peer set is dynamic: transport_add_peer and
+ * transport_remove_peer change it at run time (Raft membership changes). It carries opaque byte
+ * strings (encoded struct raft_msg, see raft_msg_encode); it never interprets them.
  *
  * Threading:
- *  - transport_send, transport_poll, transport_wait, transport_peer_state and transport_stats may
- *    be called from any thread (they take the transport's mutex briefly and never touch a socket),
- *    so the core thread never blocks on the network. Sockets are only touched by the transport
- *    thread.
+ *  - transport_send, transport_poll, transport_wait, transport_peer_state, transport_get_stats,
+ *    transport_add_peer, transport_remove_peer and transport_has_peer may be called from any
+ *    thread, also while peers are being added or removed (they take the transport's mutex briefly
+ *    and never touch a socket), so the core thread never blocks on the network. Sockets are only
+ *    touched by the transport thread. None may run concurrently with transport_free.
  *  - Received frames are queued; the OWNER drains them with transport_poll(), whose callback runs
  *    on the caller's thread. When the receive queue goes from empty to non-empty the transport
  *    thread calls cfg.wake(cfg.wake_ctx) (if set) so the owner can schedule a drain (e.g.
@@ -26,8 +28,9 @@
  *    checks it and answers with its own HELLO, which the dialer checks. A connection is refused
  *    (closed) on a bad magic, no common version, another cluster id, an unknown or own node id,
  *    a dialed peer answering with another id, or a TLS certificate that does not name the node
- *    id string (CN or DNS SAN). The highest common version is used. The whole handshake must
- *    finish within handshake_timeout_ms.
+ *    id string (CN or DNS SAN). "Unknown" means not a peer at the moment the HELLO arrives: a
+ *    removed peer is refused from then on, an added one is accepted. The highest common version
+ *    is used. The whole handshake must finish within handshake_timeout_ms.
  *  - if both sides dial, the connection dialed by the node with the SMALLER id wins on both sides.
  *    A connection from a new incarnation of the peer (it restarted; HELLO carries a random
  *    incarnation) or a second one dialed by the same node replaces the old one.
@@ -128,8 +131,9 @@ struct transport_stats {
 
 struct transport;
 
-/* Validate cfg and allocate; no thread or socket yet. ERR_INVALID for a bad config, ERR_IO when
- * the TLS files cannot be loaded, ERR_NOMEM. */
+/* Validate cfg and allocate; no thread or socket yet. ERR_INVALID for a bad config (including
+ * a peer that is self, or a duplicate peer id or non-empty name), ERR_IO when the TLS files
+ * cannot be loaded (or no pipe could be made), ERR_NOMEM. */
 int transport_new(const struct transport_config *cfg, struct transport **out);
 /* Bind the listener and start the thread. ERR_IO (bind/listen failed; errno logged). */
 int transport_start(struct transport *t);
@@ -155,6 +159,23 @@ bool transport_wait(struct transport *t, uint32_t timeout_ms);
 
 /* 0 or ERR_NOT_FOUND. */
 int transport_peer_state(struct transport *t, uint64_t peer_id, struct transport_peer_state *out);
+
+/* ---- membership (any thread; before, during or after transport_start / transport_stop) ---- */
+
+/* Add a peer (copied) to dial and to accept: ERR_CONFLICT if the id (or its name) is already a
+ * peer or is self, ERR_OVERLOADED if TRANSPORT_MAX_PEERS are configured, ERR_INVALID for a bad
+ * config (id 0, empty name/host, over-long name/host, port 0), ERR_NOMEM. The transport thread
+ * starts dialing it promptly (no waiting for the poll timeout). TLS verifies it by its name, like
+ * configured peers. Its state (transport_peer_state) starts from zero. */
+int transport_add_peer(struct transport *t, const struct transport_peer_config *peer);
+/* Remove a peer: its connections are closed (promptly, by the transport thread), its send queue
+ * dropped, frames received from it and not yet polled dropped, it is no longer dialed, and
+ * HELLOs from it are refused from then on. From the return on, transport_send / peer_state
+ * answer ERR_NOT_FOUND for it. It may be re-added later: the old connections are never taken for
+ * the new peer's. ERR_NOT_FOUND if unknown. */
+int transport_remove_peer(struct transport *t, uint64_t id);
+/* Is this id a configured peer right now. */
+bool transport_has_peer(struct transport *t, uint64_t id);
 void transport_get_stats(struct transport *t, struct transport_stats *out);
 
 /* ---- helpers (pure; exported for main.c and the fuzz target) ---- */

@@ -97,6 +97,7 @@ class ClusterNode:
         e.update({"RF_BEARER_TOKENS": TOKEN, "RF_HA_ENABLED": "1", "RF_HA_NODE_ID": self.id,
                   "RF_HA_NODES": self.cluster.nodes_spec()})
         e.update(self.cluster.env_extra)
+        e.update(getattr(self, "extra_env", {}))
         return e
 
     def start(self):
@@ -207,6 +208,17 @@ class Cluster:
         self.events = []   # (time, text): the fault timeline, for reports
 
     # ---- topology
+
+    def add_node(self, env=None):
+        """A new (not yet started) node with the next address; it joins an existing cluster
+        (RF_HA_JOIN=1). Its RF_HA_NODES lists every node of this cluster, itself included."""
+        if len(self.nodes) >= net.MAX_NODES:
+            raise ValueError("at most %d nodes" % net.MAX_NODES)
+        n = ClusterNode(self, len(self.nodes))
+        n.extra_env = {"RF_HA_JOIN": "1"}
+        n.extra_env.update(env or {})
+        self.nodes.append(n)
+        return n
 
     def nodes_spec(self):
         return ",".join("%s:%s:%d:%d:%d" % (n.id, n.host, n.raft_port, n.priority, n.http_port)

@@ -3,7 +3,9 @@
  * Every wait polls a condition against a deadline (wait_until); nothing sleeps in place of a
  * condition. Ports come from the transports themselves (listen_port 0) or from reserve_port()
  * when a config must name a peer's port before that peer exists. TLS material (two CAs, node
- * certificates) is generated with the OpenSSL API into a temporary directory.
+ * certificates) is generated with the OpenSSL API into a temporary directory. The membership
+ * tests (transport_add_remove_*, transport_membership_*) change the peer set at run time; one
+ * of them races add/remove against sends from another thread (run it under TSan too).
  */
 #include "harness.h"
 
@@ -20,6 +22,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -987,6 +991,22 @@ TEST(transport_tls)
     close(fd);
     struct stat_wait w = {c.t[0], 1, 0};
     CHECK(wait_until(stats_reach, &w, DEADLINE_MS));
+
+    /* An added peer is verified by its name: n2 re-added under the name "n3" (its certificate
+     * names "n2") is refused both ways; re-added as "n2" it connects. */
+    REQUIRE(transport_remove_peer(c.t[0], 2) == 0);
+    struct transport_peer_config wrong = {2, "n3", "127.0.0.1", c.ports[1]};
+    REQUIRE(transport_add_peer(c.t[0], &wrong) == 0);
+    struct stat_wait w2 = {c.t[0], 4, 0};
+    CHECK(wait_until(stats_reach, &w2, DEADLINE_MS));
+    struct transport_peer_state ps;
+    REQUIRE(transport_peer_state(c.t[0], 2, &ps) == 0);
+    CHECK(ps.connects == 0 && !ps.connected && ps.dials >= 1);
+    REQUIRE(transport_remove_peer(c.t[0], 2) == 0);
+    struct transport_peer_config right = {2, "n2", "127.0.0.1", c.ports[1]};
+    REQUIRE(transport_add_peer(c.t[0], &right) == 0);
+    CHECK(wait_until(all_connected, &c, DEADLINE_MS));
+    exchange(&c, 100);
     cluster_free(&c);
 
     /* n2 presents a valid certificate for the wrong node id ("n3"); then one from another CA. */
@@ -1004,4 +1024,291 @@ TEST(transport_tls)
         cluster_free(&c);
     }
     pki_free(&p);
+}
+
+/* ------------------------------------------------------------------------------ membership */
+
+static struct transport_peer_config peer_cfg(const struct cluster *c, int i)
+{
+    return (struct transport_peer_config){c->ids[i], c->names[i], c->host, c->ports[i]};
+}
+
+struct refused_wait {
+    struct transport *t;
+    uint64_t at_least;
+};
+
+static bool refused_reach(void *arg)
+{
+    struct refused_wait *w = arg;
+    struct transport_stats st;
+    transport_get_stats(w->t, &st);
+    return st.refused >= w->at_least;
+}
+
+static uint64_t refused_now(struct transport *t)
+{
+    struct transport_stats st;
+    transport_get_stats(t, &st);
+    return st.refused;
+}
+
+static bool not_connected_to_any(void *arg)
+{
+    struct cluster *c = arg; /* node 3 (index 2) has no live connection to nodes 1 and 2 */
+    for (int j = 0; j < 2; j++) {
+        struct transport_peer_state st;
+        if (transport_peer_state(c->t[2], c->ids[j], &st) != 0 || st.connected)
+            return false;
+    }
+    return true;
+}
+
+/* Nodes 1 and 2 start knowing only each other; node 3 knows both and is added at run time. */
+TEST(transport_add_remove_peer_three_nodes)
+{
+    struct cluster c = {0};
+    REQUIRE(cluster_init(&c, 2, "127.0.0.1", AF_INET));
+    REQUIRE(wait_until(all_connected, &c, DEADLINE_MS));
+    c.n = 3;
+    c.ids[2] = 3;
+    snprintf(c.names[2], sizeof c.names[2], "n3");
+    c.ports[2] = reserve_port(AF_INET);
+    REQUIRE(c.ports[2] != 0);
+    REQUIRE(node_start(&c, 2) == 0);
+
+    /* Unknown to 1 and 2: its dials are refused. */
+    for (int i = 0; i < 2; i++) {
+        struct refused_wait w = {c.t[i], 2};
+        CHECK(wait_until(refused_reach, &w, DEADLINE_MS));
+        CHECK(!transport_has_peer(c.t[i], 3));
+        CHECK(transport_send(c.t[i], 3, SLICE_LIT("x")) == ERR_NOT_FOUND);
+    }
+    struct transport_peer_state st;
+    REQUIRE(transport_peer_state(c.t[2], 1, &st) == 0);
+    CHECK(st.connects == 0 && st.dials >= 1);
+
+    for (int round = 0; round < 2; round++) {
+        /* Added on both sides: everyone connects and frames flow every way. */
+        struct transport_peer_config p3 = peer_cfg(&c, 2);
+        for (int i = 0; i < 2; i++) {
+            REQUIRE(transport_add_peer(c.t[i], &p3) == 0);
+            CHECK(transport_has_peer(c.t[i], 3));
+            CHECK(transport_add_peer(c.t[i], &p3) == ERR_CONFLICT);
+        }
+        REQUIRE(wait_until(all_connected, &c, DEADLINE_MS));
+        exchange(&c, 300);
+
+        /* Removed on both sides: cut, and its reconnects are refused. */
+        uint64_t base_connects[2], base_refused[2];
+        for (int i = 0; i < 2; i++) {
+            REQUIRE(transport_peer_state(c.t[2], c.ids[i], &st) == 0);
+            base_connects[i] = st.connects;
+            base_refused[i] = refused_now(c.t[i]);
+        }
+        for (int i = 0; i < 2; i++) {
+            REQUIRE(transport_remove_peer(c.t[i], 3) == 0);
+            CHECK(!transport_has_peer(c.t[i], 3));
+            CHECK(transport_send(c.t[i], 3, SLICE_LIT("x")) == ERR_NOT_FOUND);
+            CHECK(transport_peer_state(c.t[i], 3, &st) == ERR_NOT_FOUND);
+            CHECK(transport_remove_peer(c.t[i], 3) == ERR_NOT_FOUND);
+        }
+        CHECK(wait_until(not_connected_to_any, &c, DEADLINE_MS));
+        for (int i = 0; i < 2; i++) {
+            struct refused_wait w = {c.t[i], base_refused[i] + 3};
+            CHECK(wait_until(refused_reach, &w, DEADLINE_MS));
+        }
+        /* Neither 1 nor 2 dials 3 any more: over those refused attempts 3 saw at most the
+         * handshake that was in flight at the removal. */
+        for (int i = 0; i < 2; i++) {
+            REQUIRE(transport_peer_state(c.t[2], c.ids[i], &st) == 0);
+            CHECK(st.connects <= base_connects[i] + 1);
+            CHECK(!st.connected);
+        }
+        /* 1 and 2 keep talking. */
+        struct cluster two = c;
+        two.n = 2;
+        REQUIRE(all_connected(&two));
+        exchange(&two, 300);
+    }
+    cluster_free(&c);
+}
+
+TEST(transport_add_peer_rejected)
+{
+    struct transport_peer_config p2 = {2, "n2", "127.0.0.1", 7002};
+    struct transport_config cfg = {.self_id = 1, .self_name = "n1", .cluster_id = 5,
+                                   .listen_host = "127.0.0.1", .peers = &p2, .n_peers = 1};
+    struct transport *t = NULL;
+    REQUIRE(transport_new(&cfg, &t) == 0);
+    struct transport_peer_config self = {1, "n1x", "127.0.0.1", 7001};
+    CHECK(transport_add_peer(t, &self) == ERR_CONFLICT);       /* own id */
+    struct transport_peer_config self_name = {9, "n1", "127.0.0.1", 7009};
+    CHECK(transport_add_peer(t, &self_name) == ERR_CONFLICT);  /* own name */
+    CHECK(transport_add_peer(t, &p2) == ERR_CONFLICT);         /* duplicate id */
+    struct transport_peer_config dup_name = {3, "n2", "127.0.0.1", 7003};
+    CHECK(transport_add_peer(t, &dup_name) == ERR_CONFLICT);   /* duplicate name */
+    struct transport_peer_config bad[] = {
+        {0, "n0", "127.0.0.1", 7000}, {3, "", "127.0.0.1", 7003}, {3, NULL, "127.0.0.1", 7003},
+        {3, "n3", "", 7003},          {3, "n3", NULL, 7003},      {3, "n3", "127.0.0.1", 0},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK(transport_add_peer(t, &bad[i]) == ERR_INVALID);
+    CHECK(!transport_has_peer(t, 3) && !transport_has_peer(t, 0));
+    /* Fill up to TRANSPORT_MAX_PEERS (one is configured), then the 17th fails. */
+    char names[TRANSPORT_MAX_PEERS + 1][16];
+    for (uint64_t id = 3; id < 3 + TRANSPORT_MAX_PEERS; id++) {
+        snprintf(names[id - 3], sizeof names[0], "n%llu", (unsigned long long)id);
+        struct transport_peer_config pc = {id, names[id - 3], "127.0.0.1", (uint16_t)(7000 + id)};
+        int rc = transport_add_peer(t, &pc);
+        if (id < 2 + TRANSPORT_MAX_PEERS)
+            CHECK(rc == 0);
+        else
+            CHECK(rc == ERR_OVERLOADED);
+    }
+    struct transport_peer_config p99 = {99, "n2", "127.0.0.1", 7099};
+    CHECK(transport_add_peer(t, &p99) == ERR_CONFLICT); /* conflict is reported before a full set */
+    CHECK(transport_has_peer(t, 2 + TRANSPORT_MAX_PEERS - 1));
+    CHECK(!transport_has_peer(t, 2 + TRANSPORT_MAX_PEERS));
+    /* Remove frees a slot; the removed id and name can be reused. */
+    CHECK(transport_remove_peer(t, 4) == 0);
+    CHECK(transport_remove_peer(t, 4) == ERR_NOT_FOUND);
+    struct transport_peer_config again = {4, "n4", "127.0.0.1", 7104};
+    CHECK(transport_add_peer(t, &again) == 0);
+    CHECK(transport_add_peer(t, &p99) == ERR_CONFLICT);
+    p99.name = "n99";
+    CHECK(transport_add_peer(t, &p99) == ERR_OVERLOADED);
+    /* Removed before start, added before start: the thread starts with the current set. */
+    CHECK(transport_remove_peer(t, 5) == 0);
+    REQUIRE(transport_start(t) == 0);
+    CHECK(transport_remove_peer(t, 6) == 0);
+    transport_stop(t);
+    CHECK(transport_remove_peer(t, 7) == 0); /* after stop: freed by transport_free */
+    CHECK(transport_add_peer(t, &p99) == 0);
+    transport_free(t);
+
+    /* transport_new still rejects duplicate names among configured peers. */
+    struct transport_peer_config two[2] = {{2, "n2", "127.0.0.1", 1}, {3, "n2", "127.0.0.1", 2}};
+    struct transport_config cfg2 = {.self_id = 1, .self_name = "n1", .peers = two, .n_peers = 2};
+    t = NULL;
+    CHECK(transport_new(&cfg2, &t) == ERR_INVALID);
+}
+
+struct hammer {
+    struct transport *t;
+    atomic_bool done;
+    uint32_t sent;
+    int send_errors;
+};
+
+/* Sends numbered frames to peer 2 until told to stop; ERR_AGAIN is retried. */
+static void *hammer_send(void *arg)
+{
+    struct hammer *h = arg;
+    uint8_t buf[1600];
+    while (!atomic_load(&h->done) || h->sent < 500) {
+        size_t n = make_payload(buf, h->sent, 1);
+        int rc = transport_send(h->t, 2, slice_of(buf, n));
+        if (rc == 0)
+            h->sent++;
+        else if (rc != ERR_AGAIN)
+            h->send_errors++;
+        if (h->sent >= 50000 || h->send_errors > 0)
+            break;
+    }
+    return NULL;
+}
+
+struct churn {
+    struct cluster *c;
+    int iterations;
+    int errors;
+    atomic_bool finished;
+};
+
+static bool peer3_connected(void *arg)
+{
+    struct transport_peer_state st;
+    return transport_peer_state(arg, 3, &st) == 0 && st.connected;
+}
+
+/* Adds and removes peer 3 on node 1 in a loop; every 20th round waits for it to connect so
+ * live connections are torn down too. */
+static void *churn_peers(void *arg)
+{
+    struct churn *ch = arg;
+    struct cluster *c = ch->c;
+    struct transport_peer_config p3 = peer_cfg(c, 2);
+    uint8_t x = 0; /* node 3 drops what it gets from node 1 */
+    for (int i = 0; i < ch->iterations; i++) {
+        if (transport_add_peer(c->t[0], &p3) != 0 || !transport_has_peer(c->t[0], 3))
+            ch->errors++;
+        if (i % 20 == 0 && !wait_until(peer3_connected, c->t[0], DEADLINE_MS))
+            ch->errors++;
+        int rc = transport_send(c->t[0], 3, slice_of(&x, 1));
+        if (rc != 0 && rc != ERR_UNAVAILABLE)
+            ch->errors++;
+        struct transport_peer_state st;
+        if (transport_peer_state(c->t[0], 3, &st) != 0)
+            ch->errors++;
+        if (transport_remove_peer(c->t[0], 3) != 0 || transport_has_peer(c->t[0], 3) ||
+            transport_send(c->t[0], 3, slice_of(&x, 1)) != ERR_NOT_FOUND)
+            ch->errors++;
+    }
+    atomic_store(&ch->finished, true);
+    return NULL;
+}
+
+static void drop_cb(void *ctx, uint64_t from, struct slice b)
+{
+    (void)b;
+    if (from != 1)
+        ++*(int *)ctx;
+}
+
+/* One thread sends to node 2 while another adds and removes node 3; node 2 must get every frame
+ * in order, and node 3 must still connect afterwards. */
+TEST(transport_membership_churn_while_sending)
+{
+    struct cluster c = {0};
+    REQUIRE(cluster_init(&c, 3, "127.0.0.1", AF_INET));
+    REQUIRE(wait_until(all_connected, &c, DEADLINE_MS));
+    REQUIRE(transport_remove_peer(c.t[0], 3) == 0);
+
+    struct hammer h = {.t = c.t[0]};
+    atomic_init(&h.done, false);
+    struct churn ch = {&c, 200, 0};
+    atomic_init(&ch.finished, false);
+    pthread_t th_send, th_churn;
+    REQUIRE(pthread_create(&th_send, NULL, hammer_send, &h) == 0);
+    REQUIRE(pthread_create(&th_churn, NULL, churn_peers, &ch) == 0);
+    struct rx_check rx = {0};
+    int stray = 0;
+    /* Drain while churn_peers runs its bounded rounds (each wait in it has a deadline). */
+    while (!atomic_load(&ch.finished)) {
+        transport_wait(c.t[1], 20);
+        transport_poll(c.t[1], rx_cb, &rx);
+        transport_poll(c.t[2], drop_cb, &stray);
+    }
+    pthread_join(th_churn, NULL);
+    atomic_store(&h.done, true);
+    pthread_join(th_send, NULL);
+    CHECK_EQ_INT(ch.errors, 0);
+    CHECK_EQ_INT(h.send_errors, 0);
+    CHECK(h.sent >= 500);
+    uint64_t end = clock_mono_ms() + DEADLINE_MS;
+    while (rx.total < h.sent && clock_mono_ms() < end) {
+        transport_wait(c.t[1], 50);
+        transport_poll(c.t[1], rx_cb, &rx);
+    }
+    CHECK_EQ_INT(rx.total, h.sent);
+    CHECK_EQ_INT(rx.errors, 0);
+    CHECK_EQ_INT(stray, 0);
+
+    /* After the churn, 3 comes back as a full member. */
+    struct transport_peer_config p3 = peer_cfg(&c, 2);
+    REQUIRE(transport_add_peer(c.t[0], &p3) == 0);
+    CHECK(wait_until(all_connected, &c, DEADLINE_MS));
+    exchange(&c, 200);
+    cluster_free(&c);
 }
