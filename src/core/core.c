@@ -609,13 +609,9 @@ static void answer_dups(struct core *c)
 /* ------------------------------------------------------------------------------------------ */
 /* Sequencing                                                                                  */
 
-static int append(struct core *c, struct proposal *p)
+/* p's entry is at index in this term: it waits in the pending list (index order) for apply. */
+static void pend_push(struct core *c, struct proposal *p, uint64_t index)
 {
-    uint64_t index = 0, leader = 0;
-    int rc = raft_propose(c->raft, HOST_TYPE(p->type), slice_of(p->payload.data, p->payload.len),
-                          &index, &leader);
-    if (rc)
-        return rc == RAFT_ERR_NOT_LEADER ? (leader ? ERR_NOT_LEADER : ERR_NO_LEADER) : rc;
     p->index = index;
     p->term = raft_term(c->raft);
     p->appended_ns = clock_mono_ns();
@@ -625,6 +621,16 @@ static int append(struct core *c, struct proposal *p)
     else
         c->pend_head = p;
     c->pend_tail = p;
+}
+
+static int append(struct core *c, struct proposal *p)
+{
+    uint64_t index = 0, leader = 0;
+    int rc = raft_propose(c->raft, HOST_TYPE(p->type), slice_of(p->payload.data, p->payload.len),
+                          &index, &leader);
+    if (rc)
+        return rc == RAFT_ERR_NOT_LEADER ? (leader ? ERR_NOT_LEADER : ERR_NO_LEADER) : rc;
+    pend_push(c, p, index);
     atomic_fetch_add_explicit(&c->st_entries, 1, memory_order_relaxed);
     atomic_store(&c->st_last, index);
     return 0;
@@ -899,15 +905,7 @@ static int sequence_member(struct core *c, struct proposal *p)
     rc = raft_propose_conf(c->raft, op, n.id, &index);
     if (rc)
         return rc == RAFT_ERR_NOT_LEADER ? not_leader_err(c) : rc == ERR_AGAIN ? ERR_UNAVAILABLE : rc;
-    p->index = index;
-    p->term = raft_term(c->raft);
-    p->appended_ns = clock_mono_ns();
-    p->next = NULL;
-    if (c->pend_tail)
-        c->pend_tail->next = p;
-    else
-        c->pend_head = p;
-    c->pend_tail = p;
+    pend_push(c, p, index);
     LOG_I("core", "raft: membership change %s %s proposed at index %" PRIu64,
           op == RAFT_CONF_ADD_LEARNER ? "add learner" : op == RAFT_CONF_PROMOTE ? "promote" : "remove",
           n.name, index);
@@ -980,37 +978,6 @@ static void expired_fn(void *ctx, struct slice ns, struct slice key, uint64_t ca
 /* Checkpoints                                                                                 */
 
 #define SNAP_FILE_MAGIC 0x33504E53u /* "SNP3" */
-
-static int write_file_durable(struct core *c, const char *dir, const char *name,
-                              const uint8_t *data, size_t len)
-{
-    struct io_fs *fs = c->cfg.fs;
-    char *tmp = join(dir, "snapshot.tmp");
-    char *dst = join(dir, name);
-    int rc = (!tmp || !dst) ? ERR_NOMEM : 0;
-    struct io_file *f = NULL;
-    if (!rc) {
-        io_unlink(fs, tmp);
-        rc = io_open(fs, tmp, IO_CREATE | IO_RDWR, &f);
-    }
-    if (!rc) {
-        rc = io_truncate(f, 0);
-        if (!rc)
-            rc = io_pwrite(f, data, len, 0);
-        if (!rc)
-            rc = io_sync(f);
-        int rc2 = io_close(f);
-        if (!rc)
-            rc = rc2;
-    }
-    if (!rc)
-        rc = io_rename(fs, tmp, dst);
-    if (!rc)
-        rc = io_sync_dir(fs, dir);
-    xfree(tmp);
-    xfree(dst);
-    return rc;
-}
 
 struct snap_list {
     uint64_t idx[64];
@@ -1091,7 +1058,7 @@ static int checkpoint_write(struct core *c, const struct sbuf *b, uint64_t index
     }
     char name[32];
     snprintf(name, sizeof name, "%020" PRIu64 ".snap", index);
-    rc = write_file_durable(c, c->snap_dir, name, b->data, b->len);
+    rc = io_replace_file(c->cfg.fs, c->snap_dir, name, "snapshot.tmp", b->data, b->len);
     if (rc) {
         /* Nothing acknowledged depends on a checkpoint: not fatal unless the disk is failing. */
         LOG_E("core", "checkpoint at %" PRIu64 " failed: %s", index, err_message(rc));

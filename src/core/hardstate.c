@@ -57,12 +57,6 @@ int hardstate_load(struct io_fs *fs, const char *dir, uint64_t *term, uint64_t *
 
 int hardstate_save(struct io_fs *fs, const char *dir, uint64_t term, uint64_t vote)
 {
-    char tmp[4096], dst[4096];
-    int rc = path_of(tmp, sizeof tmp, dir, "meta.tmp");
-    if (!rc)
-        rc = path_of(dst, sizeof dst, dir, "meta");
-    if (rc)
-        return rc;
     uint8_t b[HARDSTATE_BYTES];
     memset(b, 0, sizeof b);
     put_le32(b, HS_MAGIC);
@@ -70,20 +64,5 @@ int hardstate_save(struct io_fs *fs, const char *dir, uint64_t term, uint64_t vo
     put_le64(b + 8, term);
     put_le64(b + 16, vote);
     put_le32(b + 28, crc32c(0, b, 28));
-    struct io_file *f = NULL;
-    io_unlink(fs, tmp);
-    rc = io_open(fs, tmp, IO_CREATE | IO_RDWR, &f);
-    if (rc)
-        return rc;
-    rc = io_pwrite(f, b, sizeof b, 0);
-    if (!rc)
-        rc = io_sync(f);
-    int rc2 = io_close(f);
-    if (!rc)
-        rc = rc2;
-    if (!rc)
-        rc = io_rename(fs, tmp, dst);
-    if (!rc)
-        rc = io_sync_dir(fs, dir);
-    return rc;
+    return io_replace_file(fs, dir, "meta", "meta.tmp", b, sizeof b);
 }

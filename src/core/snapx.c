@@ -212,38 +212,6 @@ static int sync_tree(struct io_fs *fs, const char *path, int depth)
     return rc;
 }
 
-/* Replace dir/name with these bytes durably: tmp, fsync, rename, dir fsync. */
-static int write_durable(struct io_fs *fs, const char *dir, const char *name, const uint8_t *data,
-                         size_t len)
-{
-    char tname[64];
-    snprintf(tname, sizeof tname, "%s.tmp", name);
-    char *tmp = pjoin(dir, tname), *dst = pjoin(dir, name);
-    int rc = (!tmp || !dst) ? ERR_NOMEM : 0;
-    struct io_file *f = NULL;
-    if (!rc) {
-        io_unlink(fs, tmp);
-        rc = io_open(fs, tmp, IO_CREATE | IO_RDWR, &f);
-    }
-    if (!rc) {
-        rc = io_truncate(f, 0);
-        if (!rc)
-            rc = io_pwrite(f, data, len, 0);
-        if (!rc)
-            rc = io_sync(f);
-        int rc2 = io_close(f);
-        if (!rc)
-            rc = rc2;
-    }
-    if (!rc)
-        rc = io_rename(fs, tmp, dst);
-    if (!rc)
-        rc = io_sync_dir(fs, dir);
-    xfree(tmp);
-    xfree(dst);
-    return rc;
-}
-
 /* Read a whole small marker file of exactly len bytes whose last 4 are a CRC of the rest and
  * whose first 4 are magic. ERR_NOT_FOUND if absent, ERR_CORRUPT if anything is off. */
 static int read_marker(struct io_fs *fs, const char *path, uint32_t magic, uint8_t *b, size_t len)
@@ -857,7 +825,7 @@ static int rx_end(struct snapx_rx *rx, const struct snapx_chunk *c)
     put_le64(b + 36, rx->total_bytes);
     put_le32(b + 44, crc32c(0, b, 44));
     if (!rc)
-        rc = write_durable(rx->fs, rx->stage, "COMPLETE", b, sizeof b);
+        rc = io_replace_file(rx->fs, rx->stage, "COMPLETE", NULL, b, sizeof b);
     if (rc)
         return rx_break(rx, rc);
     rx->st = RX_COMPLETE;
@@ -1144,7 +1112,7 @@ int snapx_install(struct io_fs *fs, const char *data_dir, uint64_t snap_index)
         put_le64(m + 8, snap_index);
         put_le32(m + 16, crc32c(0, m, 16));
         if (!rc)
-            rc = write_durable(fs, data_dir, "INSTALLING", m, sizeof m);
+            rc = io_replace_file(fs, data_dir, "INSTALLING", NULL, m, sizeof m);
     }
     if (!rc)
         rc = install_steps(fs, &d, snap_index);

@@ -221,11 +221,3 @@ static struct io_fs posix_fs = {&posix_ops};
 
 struct io_fs *io_posix_fs(void) { return &posix_fs; }
 
-int io_pread_full(struct io_file *f, void *buf, size_t n, uint64_t off)
-{
-    size_t got = 0;
-    int rc = io_pread(f, buf, n, off, &got);
-    if (rc)
-        return rc;
-    return got == n ? 0 : ERR_EOF;
-}
