@@ -87,7 +87,12 @@ class ClusterNode:
 
     @property
     def url(self):
-        return "http://%s:%d" % (self.host, self.http_port)
+        return "http://%s:%d" % (self.host_lit, self.http_port)
+
+    @property
+    def host_lit(self):
+        """The host as it appears in a URL or RF_HA_NODES item: IPv6 in brackets."""
+        return "[%s]" % self.host if ":" in self.host else self.host
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -221,7 +226,7 @@ class Cluster:
         return n
 
     def nodes_spec(self):
-        return ",".join("%s:%s:%d:%d:%d" % (n.id, n.host, n.raft_port, n.priority, n.http_port)
+        return ",".join("%s:%s:%d:%d:%d" % (n.id, n.host_lit, n.raft_port, n.priority, n.http_port)
                         for n in self.nodes)
 
     def __len__(self):
