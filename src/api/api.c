@@ -978,9 +978,13 @@ static void answer_simple(struct rctx *x, int phase)
     case R_HA_MEMBERSHIP:
         jw_kstr(&w, "op", x->member_op == CORE_PROP_MEMBER_ADD       ? "add"
                           : x->member_op == CORE_PROP_MEMBER_PROMOTE ? "promote"
+                          : x->member_op == CORE_PROP_TRANSFER       ? "transfer"
                                                                      : "remove");
         jw_kstr(&w, "id", x->member);
-        jw_ku64(&w, "config_index", p->index);
+        if (x->member_op == CORE_PROP_TRANSFER)
+            jw_kbool(&w, "started", true);
+        else
+            jw_ku64(&w, "config_index", p->index);
         break;
     case R_DELETE_BEFORE:
         jw_ku64(&w, "deleted_count", r->deleted_count);
@@ -1062,6 +1066,8 @@ static void h_membership(struct rctx *x)
         type = CORE_PROP_MEMBER_PROMOTE;
     } else if (ok && slice_eq_cstr(op, "remove")) {
         type = CORE_PROP_MEMBER_REMOVE;
+    } else if (ok && slice_eq_cstr(op, "transfer")) {
+        type = CORE_PROP_TRANSFER;
     } else {
         ok = false;
     }
@@ -1087,7 +1093,8 @@ static void h_membership(struct rctx *x)
     json_decref(j);
     if (!ok) {
         respond_error(x, ERR_MISSING_FIELDS,
-                      "Required: op (\"add\", \"promote\" or \"remove\") and id (string); add "
+                      "Required: op (\"add\", \"promote\", \"remove\" or \"transfer\") and id "
+                      "(string); add "
                       "also needs host (string) and raft_port (integer), optionally http_port "
                       "and priority");
         return;

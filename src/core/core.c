@@ -790,7 +790,7 @@ static int sequence_member(struct core *c, struct proposal *p);
 static int sequence(struct core *c, struct proposal *p)
 {
     struct slice pl = slice_of(p->payload.data, p->payload.len);
-    if (p->type >= CORE_PROP_MEMBER_ADD && p->type <= CORE_PROP_MEMBER_REMOVE)
+    if (p->type >= CORE_PROP_MEMBER_ADD && p->type <= CORE_PROP_TRANSFER)
         return sequence_member(c, p);
     switch (p->type) {
     case ENTRY_PRODUCE:
@@ -880,6 +880,19 @@ static int sequence_member(struct core *c, struct proposal *p)
     const struct raft_conf *conf = raft_conf(c->raft);
     uint64_t index = 0;
     enum raft_conf_op op;
+    if (p->type == CORE_PROP_TRANSFER) {
+        if (n.id == c->self_id)
+            return ERR_CONFLICT;
+        if (!raft_conf_is_voter(conf, n.id))
+            return ERR_NOT_FOUND;
+        rc = raft_transfer_leadership(c->raft, n.id);
+        if (rc)
+            return rc == RAFT_ERR_NOT_LEADER ? not_leader_err(c) : rc;
+        LOG_I("core", "raft: handing leadership to %s (requested)", n.name);
+        p->res.err = 0;
+        finish(c, p);
+        return 0;
+    }
     if (p->type == CORE_PROP_MEMBER_ADD) {
         if (raft_conf_has(conf, n.id))
             return ERR_CONFLICT;
@@ -2609,10 +2622,13 @@ static void check_reconnects(struct core *c)
     }
 }
 
-/* Priority: a leader hands leadership to the highest-priority voter once it is caught up. */
+/* Priority: a leader elected by a timeout hands leadership to the highest-priority voter once it
+ * is caught up and connected. */
 static void check_priority(struct core *c)
 {
-    if (!c->cluster || !c->leader_ready)
+    /* A leader that got the job by a transfer keeps it: it was chosen (by a request, or by this
+     * same rule on the previous leader). */
+    if (!c->cluster || !c->leader_ready || raft_leader_by_transfer(c->raft))
         return;
     const struct raft_conf *conf = raft_conf(c->raft);
     uint32_t mine = c->ha.nodes[c->ha.self].priority;

@@ -128,6 +128,12 @@ int core_read_barrier(struct core *c, struct read_barrier *rb);
 #define CORE_PROP_MEMBER_ADD 200
 #define CORE_PROP_MEMBER_PROMOTE 201
 #define CORE_PROP_MEMBER_REMOVE 202
+/* Leadership transfer to the named voter (payload = core_member_payload with its name): the leader
+ * stops accepting writes, brings the target up to date and tells it to campaign at once. Answered
+ * when the transfer has started (watch /ha/status for the new leader); it is abandoned if the
+ * target does not take over within an election timeout. ERR_NOT_FOUND (not a voter),
+ * ERR_CONFLICT (it is this node), ERR_UNAVAILABLE (a transfer is already running). */
+#define CORE_PROP_TRANSFER 203
 /* For promote/remove only the name matters (host "-", ports 1 are fine). */
 void core_member_payload(struct sbuf *out, const struct ha_node *n);
 

@@ -121,6 +121,7 @@ struct raft {
     struct progress prs[RAFT_MAX_NODES];
     uint32_t n_prs;
     uint64_t transfer_to;
+    bool forced_campaign; /* the current/last candidacy came from a leadership transfer */
     bool bcast;
     struct pending_read reads[RAFT_MAX_PENDING_READS];
     uint32_t reads_head, n_reads;
@@ -521,6 +522,7 @@ static void campaign(struct raft *r, bool pre, bool force)
         return;
     r->n_votes = 0;
     r->leader = 0;
+    r->forced_campaign = force;
     reset_timeout(r);
     if (pre) {
         r->role = RAFT_PRE_CANDIDATE;
@@ -1482,6 +1484,10 @@ void raft_free(struct raft *r)
 }
 
 enum raft_role raft_role(const struct raft *r) { return r->role; }
+bool raft_leader_by_transfer(const struct raft *r)
+{
+    return r->role == RAFT_LEADER && r->forced_campaign;
+}
 uint64_t raft_term(const struct raft *r) { return r->term; }
 uint64_t raft_leader(const struct raft *r) { return r->leader; }
 uint64_t raft_id(const struct raft *r) { return r->id; }

@@ -275,6 +275,8 @@ void raft_advance(struct raft *r, const struct raft_ready *rd);
 enum raft_role raft_role(const struct raft *r);
 uint64_t raft_term(const struct raft *r);
 uint64_t raft_leader(const struct raft *r);
+/* This node leads because a leadership transfer (TimeoutNow) made it campaign. */
+bool raft_leader_by_transfer(const struct raft *r);
 uint64_t raft_id(const struct raft *r);
 uint64_t raft_commit(const struct raft *r);
 uint64_t raft_last_index(const struct raft *r);

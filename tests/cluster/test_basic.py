@@ -1,4 +1,7 @@
 """The seed's Follower Recovery walkthrough, verbatim, and the redirect contract of a follower."""
+import json
+import time
+
 import requests
 
 from cluster import client_session, wait_for
@@ -100,3 +103,33 @@ def test_status_shape(make_cluster):
         c[li].status(session=r)
     finally:
         r.close()
+
+
+def test_priority_and_transfer(make_cluster):
+    """Priority: the leader ends up being n1 (highest priority) once it is caught up. A requested
+    transfer moves leadership to another voter and it stays there (no hand-back)."""
+    c = make_cluster(3)
+    s = client_session()
+    wait_for(lambda: c.find_leader() == 0, 30, "n1 (priority 100) to lead")
+    target = c[2]
+    r = s.post(c[1].url + "/ha/membership", data=json.dumps({"op": "transfer", "id": target.id}),
+               allow_redirects=False, timeout=10)
+    assert r.status_code == 307, r.text          # a follower redirects it like any write
+    r = s.post(r.headers["Location"], data=json.dumps({"op": "transfer", "id": target.id}),
+               allow_redirects=False, timeout=10)
+    assert r.status_code == 200 and r.json()["op"] == "transfer", r.text
+    wait_for(lambda: c.find_leader() == 2, 30, "n3 to lead after the transfer")
+    # it keeps leading: over three seconds (three priority checks) nobody takes it back
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        li = c.find_leader()
+        assert li in (2, None), "leadership went back to %s" % li
+        time.sleep(0.2)  # sampling interval of the observation, not a wait for a condition
+    # bad requests
+    r = s.post(target.url + "/ha/membership", data=json.dumps({"op": "transfer", "id": "n3"}),
+               timeout=10)
+    assert r.status_code == 409, r.text          # itself
+    r = s.post(target.url + "/ha/membership", data=json.dumps({"op": "transfer", "id": "n9"}),
+               timeout=10)
+    assert r.status_code == 404, r.text          # not a voter
+    s.close()
