@@ -46,7 +46,8 @@
  * The receiving host stages the streamed data, steps the message, and installs when the ready
  * says rd.install (details at struct raft_ready). A host that wants to serve slow followers from
  * a tail of its log simply compacts later (raft_compact with an older snapshot).
- * ABSENT (not implemented; the integrator must not rely on them): election priorities. A node
+ * Not in this core: election priorities (the node implements them with leadership transfer, see
+ * check_priority in src/core/core.c). A node
  * that lost its whole disk is safe to restart with an empty log only as a learner (or after it
  * was removed from the configuration): Raft's quorums assume voters keep what they
  * acknowledged, and a leader never lowers a follower's acknowledged match index.
