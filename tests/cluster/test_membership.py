@@ -47,11 +47,12 @@ def test_grow_and_shrink(make_cluster, figures, long_run):
             n.start()
             r = membership(c, "add", n)
             assert r["op"] == "add" and r["id"] == n.id, r
-            # the learner catches up before it is promoted
+            # the learner catches up before it is promoted: it reaches the leader's commit index
+            # as of now (under continuous load it then trails the moving tip by a few entries)
             li = c.wait_leader(idx=[i for i in range(len(c.nodes) - 1)])
-            wait_for(lambda: c[len(c.nodes) - 1].status()["applied_index"] >=
-                     c[c.wait_leader(idx=list(range(len(c.nodes) - 1)))].status()["commit_index"] - 5,
-                     60, "%s to catch up" % n.id)
+            tip = c[li].status()["commit_index"]
+            wait_for(lambda: n.status()["applied_index"] >= tip, 60,
+                     "%s to catch up to %d" % (n.id, tip))
             r = membership(c, "promote", n)
             assert r["op"] == "promote", r
             wait_for(lambda: n.id in conf_of(c, c.wait_leader())[0], 30, "%s to vote" % n.id)
