@@ -97,18 +97,6 @@ bool broker_valid_name(struct slice s, size_t max)
     return true;
 }
 
-static char *path_join(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    char *p = xmalloc(la + lb + 2);
-    if (!p)
-        return NULL;
-    memcpy(p, a, la);
-    p[la] = '/';
-    memcpy(p + la + 1, b, lb + 1);
-    return p;
-}
-
 int broker_open(struct io_fs *fs, const char *data_dir, const struct broker_opts *o,
                 struct broker **out)
 {
@@ -123,7 +111,7 @@ int broker_open(struct io_fs *fs, const char *data_dir, const struct broker_opts
     if (!b->opts.idem_window_ms)
         b->opts.idem_window_ms = BROKER_IDEM_WINDOW_MS;
     b->dir = xstrndup(data_dir, strlen(data_dir));
-    b->topics_dir = path_join(data_dir, "topics");
+    b->topics_dir = io_path_join(data_dir, "topics");
     if (!b->dir || !b->topics_dir) {
         broker_close(b);
         return ERR_NOMEM;
@@ -207,7 +195,7 @@ static char *topic_dir(struct broker *b, struct slice name, uint64_t id)
     char leaf[BROKER_TOPIC_NAME_MAX + 32];
     snprintf(leaf, sizeof leaf, "%.*s-%llu", (int)name.len, (const char *)name.ptr,
              (unsigned long long)id);
-    return path_join(b->topics_dir, leaf);
+    return io_path_join(b->topics_dir, leaf);
 }
 
 /* Create the in-memory topic and open (or create) its partition logs. With `fresh`, every log
@@ -234,7 +222,7 @@ static int topic_create(struct broker *b, struct slice name, uint32_t nparts, ui
     for (uint32_t i = 0; !rc && i < nparts; i++) {
         char leaf[16];
         snprintf(leaf, sizeof leaf, "%u", i);
-        char *pd = path_join(dir, leaf);
+        char *pd = io_path_join(dir, leaf);
         if (!pd) {
             rc = ERR_NOMEM;
             break;
@@ -680,7 +668,7 @@ static void rm_tree(struct io_fs *fs, const char *dir, int depth)
 static int rm_entry(void *ctx, const char *name)
 {
     struct rm_ctx *k = ctx;
-    char *p = path_join(k->dir, name);
+    char *p = io_path_join(k->dir, name);
     if (!p)
         return 0;
     if (io_unlink(k->fs, p) != 0 && k->depth < 2)
@@ -726,7 +714,7 @@ static int trash_scan_fn(void *ctx, const char *name)
             return 0; /* deleted by the replay: already listed */
     }
     struct trash *x = xmalloc(sizeof *x);
-    char *p = path_join(k->b->topics_dir, name);
+    char *p = io_path_join(k->b->topics_dir, name);
     if (!x || !p) {
         xfree(x);
         xfree(p);

@@ -213,18 +213,6 @@ void core_config_default(struct core_config *c)
     c->min_free_bytes = 64ull << 20;
 }
 
-static char *join(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    char *p = xmalloc(la + lb + 2);
-    if (p) {
-        memcpy(p, a, la);
-        p[la] = '/';
-        memcpy(p + la + 1, b, lb + 1);
-    }
-    return p;
-}
-
 static void set_fatal(struct core *c, int rc, const char *what)
 {
     pthread_mutex_lock(&c->why_mu);
@@ -1083,7 +1071,7 @@ static int checkpoint_write(struct core *c, const struct sbuf *b, uint64_t index
         if (l.idx[i] < keep_from) {
             char old[32];
             snprintf(old, sizeof old, "%020" PRIu64 ".snap", l.idx[i]);
-            char *p = join(c->snap_dir, old);
+            char *p = io_path_join(c->snap_dir, old);
             if (p)
                 io_unlink(c->cfg.fs, p);
             xfree(p);
@@ -1211,7 +1199,7 @@ static int load_snapshot(struct core *c, uint64_t *index_out)
     for (int i = 0; i < l.n; i++) {
         char name[32];
         snprintf(name, sizeof name, "%020" PRIu64 ".snap", l.idx[i]);
-        char *path = join(c->snap_dir, name);
+        char *path = io_path_join(c->snap_dir, name);
         struct io_file *f = NULL;
         uint64_t size = 0;
         rc = path ? io_open(c->cfg.fs, path, IO_RDONLY, &f) : ERR_NOMEM;
@@ -1496,7 +1484,7 @@ static int raft_setup(struct core *c)
 {
     const struct core_config *cfg = &c->cfg;
     struct io_fs *fs = cfg->fs;
-    c->raft_dir = join(cfg->data_dir, "raft");
+    c->raft_dir = io_path_join(cfg->data_dir, "raft");
     if (!c->raft_dir)
         return ERR_NOMEM;
     int rc = io_mkdir(fs, c->raft_dir);
@@ -1647,8 +1635,8 @@ int core_open(const struct core_config *cfg, struct core **out)
         rc = io_sync_dir(fs, parent);
     }
     xfree(parent);
-    c->journal_dir = join(cfg->data_dir, "journal");
-    c->snap_dir = join(cfg->data_dir, "snapshot");
+    c->journal_dir = io_path_join(cfg->data_dir, "journal");
+    c->snap_dir = io_path_join(cfg->data_dir, "snapshot");
     if (!rc && (!c->journal_dir || !c->snap_dir))
         rc = ERR_NOMEM;
     if (!rc)
@@ -3142,7 +3130,7 @@ static int check_walk(struct check_ctx *k, const char *dir, int depth);
 static int check_entry(void *ctx, const char *name)
 {
     struct check_ctx *k = ctx;
-    char *p = join(k->dir, name);
+    char *p = io_path_join(k->dir, name);
     if (!p)
         return ERR_NOMEM;
     struct stat st;
@@ -3172,7 +3160,7 @@ static int check_walk(struct check_ctx *k, const char *dir, int depth)
 int core_logcheck(const char *data_dir, bool repair)
 {
     struct io_fs *fs = io_posix_fs();
-    char *jd = join(data_dir, "journal"), *td = join(data_dir, "topics");
+    char *jd = io_path_join(data_dir, "journal"), *td = io_path_join(data_dir, "topics");
     if (!jd || !td)
         return ERR_NOMEM;
     int rc = journal_check_dir(fs, jd, repair, stdout);

@@ -68,18 +68,6 @@
 /* ---------------------------------------------------------------------------------------------- */
 /* Paths and directory helpers                                                                    */
 
-static char *pjoin(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    char *p = xmalloc(la + lb + 2);
-    if (!p)
-        return NULL;
-    memcpy(p, a, la);
-    p[la] = '/';
-    memcpy(p + la + 1, b, lb + 1);
-    return p;
-}
-
 static void snap_name(char out[32], uint64_t index)
 {
     snprintf(out, 32, "%020" PRIu64 ".snap", index);
@@ -179,7 +167,7 @@ static int rm_tree(struct io_fs *fs, const char *path, int depth)
     struct names l;
     rc = list_names(fs, path, &l);
     for (size_t i = 0; !rc && i < l.n; i++) {
-        char *c = pjoin(path, l.v[i]);
+        char *c = io_path_join(path, l.v[i]);
         rc = c ? rm_tree(fs, c, depth + 1) : ERR_NOMEM;
         xfree(c);
     }
@@ -199,7 +187,7 @@ static int sync_tree(struct io_fs *fs, const char *path, int depth)
     if (rc)
         return rc;
     for (size_t i = 0; !rc && i < l.n; i++) {
-        char *c = pjoin(path, l.v[i]);
+        char *c = io_path_join(path, l.v[i]);
         if (!c)
             rc = ERR_NOMEM;
         else if (is_dir(fs, c))
@@ -506,7 +494,7 @@ static int walk(struct snapx_sender *s, const char *dir, size_t rel_len, int dep
         }
         s->rel[rel_len] = '/';
         memcpy(s->rel + rel_len + 1, l.v[i], nl + 1);
-        char *full = pjoin(dir, l.v[i]);
+        char *full = io_path_join(dir, l.v[i]);
         if (!full) {
             rc = ERR_NOMEM;
             break;
@@ -532,14 +520,14 @@ static int sender_run(struct snapx_sender *s)
     char sn[32];
     snap_name(sn, s->index);
     snprintf(s->rel, sizeof s->rel, "snapshot/%s", sn);
-    char *sdir = pjoin(s->data_dir, "snapshot");
-    char *spath = sdir ? pjoin(sdir, sn) : NULL;
+    char *sdir = io_path_join(s->data_dir, "snapshot");
+    char *spath = sdir ? io_path_join(sdir, sn) : NULL;
     int rc = spath ? stream_file(s, spath) : ERR_NOMEM;
     xfree(sdir);
     xfree(spath);
     if (rc)
         return rc; /* ERR_NOT_FOUND: S was replaced by a newer checkpoint */
-    char *tdir = pjoin(s->data_dir, "topics");
+    char *tdir = io_path_join(s->data_dir, "topics");
     if (!tdir)
         return ERR_NOMEM;
     if (exists(s->fs, tdir)) {
@@ -667,7 +655,7 @@ int snapx_rx_new(struct io_fs *fs, const char *data_dir, struct snapx_rx **out)
         return ERR_NOMEM;
     rx->fs = fs;
     rx->data_dir = xstrndup(data_dir, strlen(data_dir));
-    rx->stage = pjoin(data_dir, "snap-incoming");
+    rx->stage = io_path_join(data_dir, "snap-incoming");
     rx->stage_len = rx->stage ? strlen(rx->stage) : 0;
     rx->path = xmalloc(rx->stage_len + SNAPX_PATH_MAX + 2);
     if (!rx->data_dir || !rx->stage || !rx->path) {
@@ -895,15 +883,15 @@ static int dirs_init(struct dirs *d, const char *data)
 {
     memset(d, 0, sizeof *d);
     d->data = data;
-    d->si = pjoin(data, "snap-incoming");
-    d->complete = d->si ? pjoin(d->si, "COMPLETE") : NULL;
-    d->si_topics = d->si ? pjoin(d->si, "topics") : NULL;
-    d->si_snapdir = d->si ? pjoin(d->si, "snapshot") : NULL;
-    d->installing = pjoin(data, "INSTALLING");
-    d->topics = pjoin(data, "topics");
-    d->old = pjoin(data, "topics.old");
-    d->snapdir = pjoin(data, "snapshot");
-    d->journal = pjoin(data, "journal");
+    d->si = io_path_join(data, "snap-incoming");
+    d->complete = d->si ? io_path_join(d->si, "COMPLETE") : NULL;
+    d->si_topics = d->si ? io_path_join(d->si, "topics") : NULL;
+    d->si_snapdir = d->si ? io_path_join(d->si, "snapshot") : NULL;
+    d->installing = io_path_join(data, "INSTALLING");
+    d->topics = io_path_join(data, "topics");
+    d->old = io_path_join(data, "topics.old");
+    d->snapdir = io_path_join(data, "snapshot");
+    d->journal = io_path_join(data, "journal");
     if (!d->si || !d->complete || !d->si_topics || !d->si_snapdir || !d->installing ||
         !d->topics || !d->old || !d->snapdir || !d->journal) {
         dirs_free(d);
@@ -924,7 +912,7 @@ static int drop_other_snaps(struct io_fs *fs, const char *snapdir, const char *k
         bool snap = n > 5 && strcmp(l.v[i] + n - 5, ".snap") == 0;
         if ((!snap && strcmp(l.v[i], "snapshot.tmp") != 0) || strcmp(l.v[i], keep) == 0)
             continue;
-        char *p = pjoin(snapdir, l.v[i]);
+        char *p = io_path_join(snapdir, l.v[i]);
         rc = p ? io_unlink(fs, p) : ERR_NOMEM;
         if (rc == ERR_NOT_FOUND)
             rc = 0;
@@ -986,7 +974,7 @@ static int swap_steps(struct io_fs *fs, const struct dirs *d, uint64_t index)
     /* 3. The staged checkpoint replaces every older one. */
     char sn[32];
     snap_name(sn, index);
-    char *staged = pjoin(d->si_snapdir, sn), *dst = pjoin(d->snapdir, sn);
+    char *staged = io_path_join(d->si_snapdir, sn), *dst = io_path_join(d->snapdir, sn);
     bool have_staged = false, have_dst = false;
     rc = (!staged || !dst) ? ERR_NOMEM : io_mkdir(fs, d->snapdir);
     if (!rc)
@@ -1017,7 +1005,7 @@ static int swap_steps(struct io_fs *fs, const struct dirs *d, uint64_t index)
     struct names l;
     rc = list_names(fs, d->journal, &l);
     for (size_t i = 0; !rc && i < l.n; i++) {
-        char *p = pjoin(d->journal, l.v[i]);
+        char *p = io_path_join(d->journal, l.v[i]);
         rc = p ? rm_tree(fs, p, 0) : ERR_NOMEM;
         xfree(p);
     }
@@ -1094,7 +1082,7 @@ int snapx_install(struct io_fs *fs, const char *data_dir, uint64_t snap_index)
          * sources before the marker commits us to them. */
         char sn[32];
         snap_name(sn, snap_index);
-        char *staged = pjoin(d.si_snapdir, sn);
+        char *staged = io_path_join(d.si_snapdir, sn);
         rc = !staged ? ERR_NOMEM : exists(fs, staged) ? 0 : ERR_CORRUPT;
         xfree(staged);
         if (!rc)
@@ -1146,7 +1134,7 @@ int snapx_recover(struct io_fs *fs, const char *data_dir)
         }
     } else {
         bool any = exists(fs, d.si) || exists(fs, d.old);
-        char *tmp = pjoin(data_dir, "INSTALLING.tmp");
+        char *tmp = io_path_join(data_dir, "INSTALLING.tmp");
         if (!tmp)
             rc = ERR_NOMEM;
         else if (exists(fs, tmp))

@@ -87,6 +87,8 @@ static inline int io_free_bytes(struct io_fs *fs, const char *path, uint64_t *ou
 /* Helpers over any struct io_fs (io_util.c). */
 /* Read exactly n bytes at off; ERR_EOF if the file is shorter. */
 int io_pread_full(struct io_file *f, void *buf, size_t n, uint64_t off);
+/* "dir/name" in a new heap string (xfree it); NULL when out of memory. */
+char *io_path_join(const char *dir, const char *name);
 /* Replace dir/name with these bytes durably: write dir/tmp_name (NULL: "<name>.tmp"), fsync it,
  * rename it over dir/name, fsync dir. A crash leaves the old file or the new one, never a mix. */
 int io_replace_file(struct io_fs *fs, const char *dir, const char *name, const char *tmp_name,

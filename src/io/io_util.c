@@ -21,15 +21,14 @@ int io_pread_full(struct io_file *f, void *buf, size_t n, uint64_t off)
     return got == n ? 0 : ERR_EOF;
 }
 
-static char *path_join(const char *dir, const char *name, const char *suffix)
+char *io_path_join(const char *dir, const char *name)
 {
-    size_t ld = strlen(dir), ln = strlen(name), ls = strlen(suffix);
-    char *p = xmalloc(ld + ln + ls + 2);
+    size_t ld = strlen(dir), ln = strlen(name);
+    char *p = xmalloc(ld + ln + 2);
     if (p) {
         memcpy(p, dir, ld);
         p[ld] = '/';
-        memcpy(p + ld + 1, name, ln);
-        memcpy(p + ld + 1 + ln, suffix, ls + 1);
+        memcpy(p + ld + 1, name, ln + 1);
     }
     return p;
 }
@@ -37,8 +36,15 @@ static char *path_join(const char *dir, const char *name, const char *suffix)
 int io_replace_file(struct io_fs *fs, const char *dir, const char *name, const char *tmp_name,
                     const void *data, size_t len)
 {
-    char *tmp = tmp_name ? path_join(dir, tmp_name, "") : path_join(dir, name, ".tmp");
-    char *dst = path_join(dir, name, "");
+    char tmp_default[256];
+    if (!tmp_name) {
+        int n = snprintf(tmp_default, sizeof tmp_default, "%s.tmp", name);
+        if (n < 0 || (size_t)n >= sizeof tmp_default)
+            return ERR_INVALID;
+        tmp_name = tmp_default;
+    }
+    char *tmp = io_path_join(dir, tmp_name);
+    char *dst = io_path_join(dir, name);
     int rc = (!tmp || !dst) ? ERR_NOMEM : 0;
     struct io_file *f = NULL;
     if (!rc) {
