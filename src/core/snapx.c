@@ -545,6 +545,7 @@ static int sender_run(struct snapx_sender *s)
 static void *sender_main(void *arg)
 {
     struct snapx_sender *s = arg;
+    pthread_setname_np(pthread_self(), "ayder-snapsend");
     int rc = sender_run(s);
     if (rc && rc != ERR_UNAVAILABLE)
         LOG_W("snapx", "snapshot %" PRIu64 " to node %" PRIu64 ": %s", s->index, s->to,
@@ -646,6 +647,7 @@ struct snapx_rx {
     uint32_t n_files;
     uint64_t total_bytes;
     bool have_snap;
+    bool held; /* snapx_rx_hold */
 };
 
 int snapx_rx_new(struct io_fs *fs, const char *data_dir, struct snapx_rx **out)
@@ -824,6 +826,8 @@ static int rx_end(struct snapx_rx *rx, const struct snapx_chunk *c)
 
 int snapx_rx_chunk(struct snapx_rx *rx, const struct snapx_chunk *c)
 {
+    if (rx->held)
+        return ERR_AGAIN;
     bool same = rx->st != RX_IDLE && c->xfer_id == rx->xfer_id && c->snap_index == rx->index &&
                 c->snap_term == rx->term;
     if (!chunk_ok(c))
@@ -850,9 +854,12 @@ bool snapx_rx_complete(struct snapx_rx *rx, uint64_t snap_index, uint64_t snap_t
     return rx->st == RX_COMPLETE && rx->index == snap_index && rx->term == snap_term;
 }
 
+void snapx_rx_hold(struct snapx_rx *rx, bool hold) { rx->held = hold; }
+
 void snapx_rx_reset(struct snapx_rx *rx)
 {
     rx_close_cur(rx);
+    rx->held = false;
     rx->st = RX_IDLE;
     rx->xfer_id = rx->index = rx->term = 0;
     rx->next_seq = 0;
@@ -1108,8 +1115,9 @@ int snapx_install(struct io_fs *fs, const char *data_dir, uint64_t snap_index)
         LOG_I("snapx", "installed snapshot %" PRIu64 " into %s", snap_index, data_dir);
 out:
     if (rc)
-        LOG_E("snapx", "install of snapshot %" PRIu64 " into %s: %s", snap_index, data_dir,
-              err_message(rc));
+        LOG_E("snapx", "install of snapshot %" PRIu64 " into %s: %s (last failed path: %s, "
+              "errno %d)", snap_index, data_dir, err_message(rc), io_last_error_path(),
+              io_last_errno());
     dirs_free(&d);
     return rc;
 }

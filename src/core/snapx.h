@@ -116,6 +116,11 @@ void snapx_rx_free(struct snapx_rx *rx);
 int snapx_rx_chunk(struct snapx_rx *rx, const struct snapx_chunk *c);
 /* Staging is complete for exactly this snapshot. */
 bool snapx_rx_complete(struct snapx_rx *rx, uint64_t snap_index, uint64_t snap_term);
+/* While held, every chunk is refused with ERR_AGAIN and changes nothing. The owner holds a
+ * complete staging from the moment it hands the snapshot to Raft until it has installed it (or
+ * Raft refused it): the first chunk of a newer stream would otherwise wipe the staging that the
+ * install is about to read. snapx_rx_reset releases the hold too. */
+void snapx_rx_hold(struct snapx_rx *rx, bool hold);
 /* Forget the in-memory stream state (closes the file being received, if any; touches nothing
  * on disk). Call it before snapx_install instead of free + new. */
 void snapx_rx_reset(struct snapx_rx *rx);

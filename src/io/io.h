@@ -100,5 +100,8 @@ struct io_fs *io_posix_fs(void);
 /* errno of the last failed call on this thread (0 if none), for log messages. */
 int io_last_errno(void);
 void io_set_last_errno(int e);
+/* The path named by this thread's most recent failed path-based call (open, unlink, rename,
+ * mkdir, rmdir, sync_dir, list, exists) of the POSIX file system, or "": for error messages. */
+const char *io_last_error_path(void);
 
 #endif

@@ -37,6 +37,17 @@ static int fail(int e)
     return err_from_errno(e);
 }
 
+/* A failed call that names a path: remember it for the caller's message (io_last_error_path). */
+static _Thread_local char last_path[512];
+
+static int fail_at(int e, const char *path)
+{
+    snprintf(last_path, sizeof last_path, "%s", path);
+    return fail(e);
+}
+
+const char *io_last_error_path(void) { return last_path; }
+
 static struct io_fs posix_fs;
 
 static int p_open(struct io_fs *fs, const char *path, int flags, struct io_file **out)
@@ -52,7 +63,7 @@ static int p_open(struct io_fs *fs, const char *path, int flags, struct io_file 
         oflags |= O_EXCL;
     int fd = open(path, oflags, 0644);
     if (fd < 0)
-        return fail(errno);
+        return fail_at(errno, path);
     struct posix_file *f = xmalloc(sizeof *f);
     if (!f) {
         close(fd);
@@ -138,27 +149,27 @@ static int p_size(struct io_file *file, uint64_t *out)
 static int p_unlink(struct io_fs *fs, const char *path)
 {
     (void)fs;
-    return unlink(path) < 0 ? fail(errno) : 0;
+    return unlink(path) < 0 ? fail_at(errno, path) : 0;
 }
 
 static int p_rename(struct io_fs *fs, const char *from, const char *to)
 {
     (void)fs;
-    return rename(from, to) < 0 ? fail(errno) : 0;
+    return rename(from, to) < 0 ? fail_at(errno, from) : 0;
 }
 
 static int p_mkdir(struct io_fs *fs, const char *path)
 {
     (void)fs;
     if (mkdir(path, 0755) < 0 && errno != EEXIST)
-        return fail(errno);
+        return fail_at(errno, path);
     return 0;
 }
 
 static int p_rmdir(struct io_fs *fs, const char *path)
 {
     (void)fs;
-    return rmdir(path) < 0 ? fail(errno) : 0;
+    return rmdir(path) < 0 ? fail_at(errno, path) : 0;
 }
 
 static int p_sync_dir(struct io_fs *fs, const char *path)
@@ -166,11 +177,11 @@ static int p_sync_dir(struct io_fs *fs, const char *path)
     (void)fs;
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
-        return fail(errno);
+        return fail_at(errno, path);
     int rc = fsync(fd);
     int e = errno;
     close(fd);
-    return rc < 0 ? fail(e) : 0;
+    return rc < 0 ? fail_at(e, path) : 0;
 }
 
 static int p_list(struct io_fs *fs, const char *dir, io_list_fn fn, void *ctx)
@@ -178,7 +189,7 @@ static int p_list(struct io_fs *fs, const char *dir, io_list_fn fn, void *ctx)
     (void)fs;
     DIR *d = opendir(dir);
     if (!d)
-        return fail(errno);
+        return fail_at(errno, dir);
     struct dirent *de;
     int rc = 0;
     while ((de = readdir(d)) != NULL) {
@@ -197,7 +208,7 @@ static int p_exists(struct io_fs *fs, const char *path)
     struct stat st;
     if (stat(path, &st) == 0)
         return 1;
-    return errno == ENOENT ? 0 : fail(errno);
+    return errno == ENOENT ? 0 : fail_at(errno, path);
 }
 
 static int p_free_bytes(struct io_fs *fs, const char *path, uint64_t *out)

@@ -546,6 +546,37 @@ TEST(snapx_stream_then_restream_same_rx)
     sim_fs_free(s);
 }
 
+TEST(snapx_held_staging_survives_a_new_stream)
+{
+    /* The hazard: a newer stream's first chunk wipes a complete staging, and an install that
+     * was already decided then finds no COMPLETE marker. */
+    struct sim_fs *s = sim_fs_new(7);
+    struct io_fs *fs = sim_fs_io(s);
+    make_src(s);
+    make_dst(s);
+    struct snapx_rx *rx = NULL;
+    REQUIRE(snapx_rx_new(fs, "dst", &rx) == 0);
+    CHECK_EQ_INT(stream(fs, rx, 0), 0);
+    CHECK(snapx_rx_complete(rx, S_INDEX, S_TERM));
+    CHECK(feed(rx, 991, 0, SNAP_REL, 0, "newer", false) == 0);
+    CHECK(!snapx_rx_complete(rx, S_INDEX, S_TERM));
+    snapx_rx_reset(rx);
+    CHECK_EQ_INT(snapx_install(fs, "dst", S_INDEX), ERR_NOT_FOUND);
+    /* Held: the newer stream is refused and the staging installs. */
+    CHECK_EQ_INT(stream(fs, rx, 0), 0);
+    snapx_rx_hold(rx, true);
+    CHECK(feed(rx, 992, 0, SNAP_REL, 0, "newer", false) == ERR_AGAIN);
+    CHECK(feed(rx, 992, 1, SNAP_REL, 5, "!", true) == ERR_AGAIN);
+    CHECK(snapx_rx_complete(rx, S_INDEX, S_TERM));
+    snapx_rx_reset(rx); /* releases the hold */
+    CHECK(feed(rx, 993, 1, SNAP_REL, 0, "x", true) == ERR_AGAIN); /* no stream: not seq 0 */
+    CHECK_EQ_INT(snapx_install(fs, "dst", S_INDEX), 0);
+    CHECK(feed(rx, 994, 0, SNAP_REL, 0, "next", false) == 0); /* released: accepted again */
+    snapx_rx_free(rx);
+    CHECK(sim_fs_open_handles(s) == 0);
+    sim_fs_free(s);
+}
+
 /* ---- crash at every step of the install ---- */
 
 struct cfs {
