@@ -1,13 +1,22 @@
 /* kv.c -- the KV store state machine (see kv.h for the contract).
  *
  * Layout: one open-addressing hash table (linear probing, power-of-two capacity, load <= 3/4) of
- * pointers to entries. Each entry is one allocation: a header {hash, cas, expires_at_ms, lengths}
- * followed by the namespace, key and value bytes. Lookups compare the stored hash, then the exact
- * namespace and key bytes, so distinct keys never collide. Removal uses backward-shift deletion
- * (no tombstones). The table doubles at once when an insert would pass 3/4 load (a one-off O(n)
- * rehash on the core thread; at the 4M-key default that is a few tens of milliseconds) and never
- * shrinks. The hash seed is random per instance (flooding defence); nothing observable depends on
- * table order: listings and snapshots are sorted.
+ * pointers to entries. Each entry is one allocation: a header {hash, cas, expires_at_ms, lengths,
+ * ttl_pos} followed by the namespace, key and value bytes. Lookups compare the stored hash, then
+ * the exact namespace and key bytes, so distinct keys never collide. Removal uses backward-shift
+ * deletion (no tombstones). The table doubles at once when an insert would pass 3/4 load (a
+ * one-off O(n) rehash on the core thread; at the 4M-key default that is a few tens of
+ * milliseconds) and never shrinks. The hash seed is random per instance (flooding defence);
+ * nothing observable depends on table order: listings and snapshots are sorted.
+ *
+ * Expiry index: a binary min-heap of pointers to the entries that have a TTL, ordered by
+ * (expires_at_ms, cas); each entry stores its heap position (ttl_pos), so a put, delete or expire
+ * updates the index in O(log n), and kv_collect_expired() finds the expired entries without
+ * looking at any other: O(1) when none has expired, O(k log k) to report k. Keys without a TTL
+ * cost it nothing (ttl_pos fills what was padding in the header). Its array doubles when full and,
+ * like the table, never shrinks: at most two pointers per key with a TTL at the peak count of such
+ * keys. The index is never serialized and its order never reaches a snapshot, a listing or an
+ * apply result.
  *
  * Invariants:
  *  1. revision only grows; every entry's cas is in 1..revision; a successful put or a delete of a
@@ -21,6 +30,12 @@
  *     observable state, so replicas fed the same entries produce byte-identical snapshots.
  *  6. Mutations hold the write lock; reads hold the read lock; slices given to callbacks are only
  *     valid while that lock is held.
+ *  7. The index holds exactly the entries with expires_at_ms != 0, each once, and for every entry
+ *     e: e->ttl_pos == TTL_POS_NONE if it has no TTL, else ttl_heap[e->ttl_pos] == e. Every
+ *     change of a slot's entry goes through insert_new(), replace_at() or remove_at(), which keep
+ *     this; every allocation a put or restore needs is made before its first change.
+ *  8. Heap order: no entry precedes its parent under ttl_cmp(), so an entry never expires before
+ *     its parent and the expired entries form a subtree at the root.
  *
  * Entry life cycle (per exact key, as seen by applies at the entry's now_ms):
  *
@@ -63,6 +78,12 @@
 #define SNAP_HEADER_BYTES 24
 #define SNAP_ENTRY_MIN_BYTES 21 /* cas + expiry + three length bytes + 1-byte ns + 1-byte key */
 
+/* Positions in the expiry index are 32-bit (they fill what was padding in the entry header), so
+ * it holds at most TTL_HEAP_MAX entries; one more TTL key than that is refused with ERR_NOMEM. */
+#define TTL_POS_NONE UINT32_MAX
+#define TTL_HEAP_MAX ((size_t)UINT32_MAX)
+#define TTL_HEAP_CAP_MIN 64
+
 struct kv_entry {
     uint64_t hash;
     uint64_t cas;
@@ -70,7 +91,8 @@ struct kv_entry {
     uint32_t ns_len;
     uint32_t key_len;
     uint32_t value_len;
-    uint8_t bytes[]; /* ns, then key, then value */
+    uint32_t ttl_pos; /* index in kv->ttl_heap, TTL_POS_NONE iff expires_at_ms == 0 */
+    uint8_t bytes[];  /* ns, then key, then value */
 };
 
 struct kv {
@@ -82,7 +104,9 @@ struct kv {
     size_t count;
     uint64_t bytes;
     uint64_t revision;
-    atomic_size_t sweep_pos;
+    struct kv_entry **ttl_heap; /* the expiry index: a binary min-heap under ttl_cmp() */
+    size_t ttl_len;
+    size_t ttl_cap;
     /* Counters written under the write lock. */
     uint64_t puts_ok, puts_cas_fail, puts_rejected;
     uint64_t deletes_ok, deletes_absent, deletes_cas_fail, expired_removed;
@@ -127,6 +151,7 @@ static struct kv_entry *entry_new(uint64_t hash, struct slice ns, struct slice k
     e->hash = hash;
     e->cas = 0;
     e->expires_at_ms = 0;
+    e->ttl_pos = TTL_POS_NONE;
     e->ns_len = (uint32_t)ns.len;
     e->key_len = (uint32_t)key.len;
     e->value_len = (uint32_t)value.len;
@@ -204,6 +229,111 @@ int kv_validate(const struct kv *kv, struct slice ns, struct slice key, size_t v
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Expiry index
+ *
+ * A binary min-heap (parent of i at (i - 1) / 2) of pointers to exactly the entries that have a
+ * TTL. Each entry records its own position in ttl_pos, so any entry is removed or re-keyed in
+ * O(log n). The heap holds pointers, not slots: moving entries between slots (growth,
+ * backward-shift deletion) leaves it alone; replacing an entry's allocation does not (replace_at).
+ * ------------------------------------------------------------------------------------------- */
+
+/* The index order: earlier expiry first, then the lower version. Versions are unique among the
+ * entries applies create, so the order is a function of the state alone. */
+static int ttl_cmp(const struct kv_entry *a, const struct kv_entry *b)
+{
+    if (a->expires_at_ms != b->expires_at_ms)
+        return a->expires_at_ms < b->expires_at_ms ? -1 : 1;
+    return a->cas < b->cas ? -1 : a->cas > b->cas ? 1 : 0;
+}
+
+static void ttl_set(struct kv *kv, size_t i, struct kv_entry *e)
+{
+    kv->ttl_heap[i] = e;
+    e->ttl_pos = (uint32_t)i;
+}
+
+/* Restore the heap order after the entry at position i was placed there or re-keyed: move it up
+ * past later-expiring parents, else down past earlier-expiring children. */
+static void ttl_fix(struct kv *kv, size_t i)
+{
+    struct kv_entry *e = kv->ttl_heap[i];
+    while (i > 0 && ttl_cmp(e, kv->ttl_heap[(i - 1) / 2]) < 0) {
+        size_t parent = (i - 1) / 2;
+        ttl_set(kv, i, kv->ttl_heap[parent]);
+        i = parent;
+    }
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= kv->ttl_len)
+            break;
+        if (child + 1 < kv->ttl_len && ttl_cmp(kv->ttl_heap[child + 1], kv->ttl_heap[child]) < 0)
+            child++;
+        if (ttl_cmp(kv->ttl_heap[child], e) >= 0)
+            break;
+        ttl_set(kv, i, kv->ttl_heap[child]);
+        i = child;
+    }
+    ttl_set(kv, i, e);
+}
+
+/* Make room for one more entry in the index (doubling); on failure nothing changes. */
+static int ttl_reserve(struct kv *kv)
+{
+    if (kv->ttl_len < kv->ttl_cap)
+        return 0;
+    if (kv->ttl_cap == TTL_HEAP_MAX)
+        return ERR_NOMEM;
+    size_t cap = kv->ttl_cap ? kv->ttl_cap * 2 : TTL_HEAP_CAP_MIN;
+    if (cap > TTL_HEAP_MAX)
+        cap = TTL_HEAP_MAX;
+    struct kv_entry **heap = xrealloc(kv->ttl_heap, cap * sizeof *heap);
+    if (!heap)
+        return ERR_NOMEM;
+    kv->ttl_heap = heap;
+    kv->ttl_cap = cap;
+    return 0;
+}
+
+/* Add e (which has a TTL); the caller reserved room. */
+static void ttl_push(struct kv *kv, struct kv_entry *e)
+{
+    ASSERT(e->expires_at_ms != 0 && e->ttl_pos == TTL_POS_NONE && kv->ttl_len < kv->ttl_cap);
+    size_t i = kv->ttl_len++;
+    ttl_set(kv, i, e);
+    ttl_fix(kv, i);
+}
+
+/* Remove e: the last entry fills its position. */
+static void ttl_remove(struct kv *kv, struct kv_entry *e)
+{
+    size_t i = e->ttl_pos;
+    ASSERT(i < kv->ttl_len && kv->ttl_heap[i] == e);
+    struct kv_entry *last = kv->ttl_heap[--kv->ttl_len];
+    e->ttl_pos = TTL_POS_NONE;
+    if (i < kv->ttl_len) {
+        ttl_set(kv, i, last);
+        ttl_fix(kv, i);
+    }
+}
+
+/* e (new) replaces old (about to be freed) for the same key, with or without a TTL on either side.
+ * Only "old had none, e has one" adds an entry; the caller reserved room for that case. */
+static void ttl_replace(struct kv *kv, struct kv_entry *old, struct kv_entry *e)
+{
+    if (old->ttl_pos == TTL_POS_NONE) {
+        if (e->expires_at_ms != 0)
+            ttl_push(kv, e);
+    } else if (e->expires_at_ms != 0) {
+        size_t i = old->ttl_pos;
+        old->ttl_pos = TTL_POS_NONE;
+        ttl_set(kv, i, e);
+        ttl_fix(kv, i);
+    } else {
+        ttl_remove(kv, old);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Hash table
  * ------------------------------------------------------------------------------------------- */
 
@@ -253,12 +383,27 @@ static int reserve_one(struct kv *kv)
     return 0;
 }
 
+/* Add e, a key not in the table; the caller reserved a slot and, if e has a TTL, index room. */
 static void insert_new(struct kv *kv, struct kv_entry *e)
 {
     ASSERT((kv->count + 1) * 4 <= kv->cap * 3);
     place(kv->slots, kv->cap, e);
     kv->count++;
     kv->bytes += entry_bytes(e);
+    if (e->expires_at_ms != 0)
+        ttl_push(kv, e);
+}
+
+/* Put e in slot i in place of the entry there, which it frees. Same key, so the same hash: the
+ * probe position stays valid. The caller reserved index room if only e has a TTL. */
+static void replace_at(struct kv *kv, size_t i, struct kv_entry *e)
+{
+    struct kv_entry *old = kv->slots[i];
+    ASSERT(old && old->hash == e->hash && kv->bytes >= entry_bytes(old));
+    kv->bytes = kv->bytes - entry_bytes(old) + entry_bytes(e);
+    kv->slots[i] = e;
+    ttl_replace(kv, old, e);
+    xfree(old);
 }
 
 /* Free the entry at slot i and close the gap by shifting later entries of the probe run back
@@ -270,6 +415,8 @@ static void remove_at(struct kv *kv, size_t i)
     ASSERT(gone && kv->count > 0 && kv->bytes >= entry_bytes(gone));
     kv->count--;
     kv->bytes -= entry_bytes(gone);
+    if (gone->ttl_pos != TTL_POS_NONE)
+        ttl_remove(kv, gone);
     xfree(gone);
     kv->slots[i] = NULL;
     size_t hole = i;
@@ -294,6 +441,7 @@ static void clear_all(struct kv *kv)
     kv->count = 0;
     kv->bytes = 0;
     kv->revision = 0;
+    kv->ttl_len = 0;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -352,7 +500,6 @@ struct kv *kv_new(const struct kv_limits *l)
     if (rc != 0)
         goto err_free_slots;
     kv->seed = random_seed(kv);
-    atomic_init(&kv->sweep_pos, 0);
     atomic_init(&kv->gets_hit, 0);
     atomic_init(&kv->gets_miss, 0);
     return kv;
@@ -370,6 +517,7 @@ void kv_free(struct kv *kv)
         return;
     clear_all(kv);
     xfree(kv->slots);
+    xfree(kv->ttl_heap);
     pthread_rwlock_destroy(&kv->lock);
     xfree(kv);
 }
@@ -407,7 +555,11 @@ static int put_locked(struct kv *kv, struct slice ns, struct slice key, struct s
         return ERR_NOSPACE;
     if (!old && kv->count >= kv->limits.keys_max)
         return ERR_NOSPACE;
+    /* Every allocation happens before the first change, so ERR_NOMEM leaves the state as it was
+     * (a grown table or index is not observable). */
     if (!old && reserve_one(kv) != 0)
+        return ERR_NOMEM;
+    if (expires_at_ms != 0 && (!old || old->ttl_pos == TTL_POS_NONE) && ttl_reserve(kv) != 0)
         return ERR_NOMEM;
     struct kv_entry *e = entry_new(h, ns, key, value);
     if (!e)
@@ -415,13 +567,10 @@ static int put_locked(struct kv *kv, struct slice ns, struct slice key, struct s
     e->expires_at_ms = expires_at_ms;
     ASSERT(kv->revision < UINT64_MAX - 1); /* KV_CAS_ANY must never become a real version */
     e->cas = ++kv->revision;
-    if (old) {
-        kv->bytes = base + add;
-        kv->slots[slot] = e; /* same key, same hash: the probe position stays valid */
-        xfree(old);
-    } else {
+    if (old)
+        replace_at(kv, slot, e);
+    else
         insert_new(kv, e);
-    }
     res->cas = e->cas;
     return 0;
 }
@@ -585,19 +734,22 @@ int kv_get(struct kv *kv, struct slice ns, struct slice key, int64_t now_ms, str
     return rc;
 }
 
-/* The list keeps the `cap` smallest candidate keys in a max-heap ordered by key bytes. */
-static int heap_cmp(const struct kv_entry *a, const struct kv_entry *b)
+/* Scratch max-heaps of entry pointers under an order cmp, for one read call: kv_list keeps the
+ * smallest keys in one, kv_collect_expired its frontier (under the reversed expiry order). */
+typedef int (*entry_cmp_fn)(const struct kv_entry *a, const struct kv_entry *b);
+
+static int key_cmp(const struct kv_entry *a, const struct kv_entry *b)
 {
     return cmp_bytes(entry_key(a), entry_key(b));
 }
 
-static void heap_sift_down(const struct kv_entry **h, size_t n, size_t i)
+static void heap_sift_down(const struct kv_entry **h, size_t n, size_t i, entry_cmp_fn cmp)
 {
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, big = i;
-        if (l < n && heap_cmp(h[l], h[big]) > 0)
+        if (l < n && cmp(h[l], h[big]) > 0)
             big = l;
-        if (r < n && heap_cmp(h[r], h[big]) > 0)
+        if (r < n && cmp(h[r], h[big]) > 0)
             big = r;
         if (big == i)
             return;
@@ -608,13 +760,14 @@ static void heap_sift_down(const struct kv_entry **h, size_t n, size_t i)
     }
 }
 
-static void heap_push(const struct kv_entry **h, size_t *n, const struct kv_entry *e)
+static void heap_push(const struct kv_entry **h, size_t *n, const struct kv_entry *e,
+                      entry_cmp_fn cmp)
 {
     size_t i = (*n)++;
     h[i] = e;
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (heap_cmp(h[p], h[i]) >= 0)
+        if (cmp(h[p], h[i]) >= 0)
             break;
         const struct kv_entry *t = h[i];
         h[i] = h[p];
@@ -648,10 +801,10 @@ int kv_list(struct kv *kv, struct slice ns, struct slice prefix, struct slice af
         if (!has_prefix(k, prefix) || (after.len && cmp_bytes(k, after) <= 0))
             continue;
         if (n < cap) {
-            heap_push(heap, &n, e);
-        } else if (heap_cmp(e, heap[0]) < 0) {
+            heap_push(heap, &n, e, key_cmp);
+        } else if (key_cmp(e, heap[0]) < 0) {
             heap[0] = e;
-            heap_sift_down(heap, n, 0);
+            heap_sift_down(heap, n, 0, key_cmp);
         }
     }
     /* Heap sort in place: ascending order. */
@@ -659,7 +812,7 @@ int kv_list(struct kv *kv, struct slice ns, struct slice prefix, struct slice af
         const struct kv_entry *t = heap[0];
         heap[0] = heap[end - 1];
         heap[end - 1] = t;
-        heap_sift_down(heap, end - 1, 0);
+        heap_sift_down(heap, end - 1, 0, key_cmp);
     }
     size_t emit = n < limit ? n : limit;
     if (more)
@@ -672,23 +825,81 @@ out_unlock:
     return rc;
 }
 
+static int ttl_cmp_reversed(const struct kv_entry *a, const struct kv_entry *b)
+{
+    return ttl_cmp(b, a);
+}
+
+/* The expired entries form a subtree at the root of the index (no entry expires before its
+ * parent), so nothing else is looked at. The walk is best-first: the frontier heap holds the
+ * expired children of the entries reported so far, and the earliest of them is reported next.
+ * Before the k-th report the frontier holds at most k entries, and none are added after the
+ * max-th, so min(max, ttl_len) slots suffice. */
 size_t kv_collect_expired(struct kv *kv, int64_t now_ms, size_t max, kv_expired_fn fn, void *ctx)
 {
     size_t reported = 0;
     pthread_rwlock_rdlock(&kv->lock);
-    size_t mask = kv->cap - 1;
-    size_t pos = atomic_load_explicit(&kv->sweep_pos, memory_order_relaxed) & mask;
-    size_t visited = 0;
-    for (; visited < kv->cap && reported < max; visited++) {
-        const struct kv_entry *e = kv->slots[(pos + visited) & mask];
-        if (e && expired_at(e, now_ms)) {
-            fn(ctx, entry_ns(e), entry_key(e), e->cas);
-            reported++;
+    if (max == 0 || kv->ttl_len == 0 || !expired_at(kv->ttl_heap[0], now_ms))
+        goto out_unlock;
+    size_t cap = max < kv->ttl_len ? max : kv->ttl_len;
+    const struct kv_entry **frontier = xmalloc(cap * sizeof *frontier);
+    if (!frontier)
+        goto out_unlock;
+    size_t n = 0;
+    heap_push(frontier, &n, kv->ttl_heap[0], ttl_cmp_reversed);
+    while (n > 0 && reported < max) {
+        const struct kv_entry *e = frontier[0];
+        frontier[0] = frontier[--n];
+        heap_sift_down(frontier, n, 0, ttl_cmp_reversed);
+        fn(ctx, entry_ns(e), entry_key(e), e->cas);
+        reported++;
+        size_t first = 2 * (size_t)e->ttl_pos + 1;
+        for (size_t c = first; c < first + 2 && c < kv->ttl_len && reported < max; c++) {
+            if (expired_at(kv->ttl_heap[c], now_ms)) {
+                ASSERT(n < cap);
+                heap_push(frontier, &n, kv->ttl_heap[c], ttl_cmp_reversed);
+            }
         }
     }
-    atomic_store_explicit(&kv->sweep_pos, (pos + visited) & mask, memory_order_relaxed);
+    xfree(frontier);
+out_unlock:
     pthread_rwlock_unlock(&kv->lock);
     return reported;
+}
+
+int kv_check_invariants(struct kv *kv)
+{
+    int rc = 0;
+    pthread_rwlock_rdlock(&kv->lock);
+    size_t mask = kv->cap - 1, count = 0, ttl_count = 0;
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < kv->cap && rc == 0; i++) {
+        const struct kv_entry *e = kv->slots[i];
+        if (!e)
+            continue;
+        count++;
+        bytes += entry_bytes(e);
+        if (e->cas == 0 || e->cas > kv->revision)
+            rc = ERR_CORRUPT; /* invariant 1 */
+        for (size_t j = (size_t)e->hash & mask; j != i; j = (j + 1) & mask)
+            if (!kv->slots[j])
+                rc = ERR_CORRUPT; /* invariant 3 */
+        if (e->expires_at_ms == 0 ? e->ttl_pos != TTL_POS_NONE
+                                  : e->ttl_pos >= kv->ttl_len || kv->ttl_heap[e->ttl_pos] != e)
+            rc = ERR_CORRUPT; /* invariant 7: every entry with a TTL is in the index, at ttl_pos */
+        ttl_count += e->expires_at_ms != 0;
+    }
+    if (count != kv->count || bytes != kv->bytes) /* invariant 2 */
+        rc = ERR_CORRUPT;
+    if (ttl_count != kv->ttl_len || kv->ttl_len > kv->ttl_cap) /* and nothing else is */
+        rc = ERR_CORRUPT;
+    for (size_t i = 0; i < kv->ttl_len && rc == 0; i++) {
+        const struct kv_entry *e = kv->ttl_heap[i];
+        if (e->ttl_pos != i || (i > 0 && ttl_cmp(e, kv->ttl_heap[(i - 1) / 2]) < 0))
+            rc = ERR_CORRUPT; /* invariant 8 */
+    }
+    pthread_rwlock_unlock(&kv->lock);
+    return rc;
 }
 
 void kv_stats(struct kv *kv, struct kv_stats *st)
@@ -802,7 +1013,7 @@ static int restore_locked(struct kv *kv, struct slice in)
         uint64_t h = key_hash(kv, ns, key);
         if (find_slot(kv, h, ns, key) != SIZE_MAX)
             return ERR_CORRUPT;
-        if (reserve_one(kv) != 0)
+        if (reserve_one(kv) != 0 || (expires != 0 && ttl_reserve(kv) != 0))
             return ERR_NOMEM;
         struct kv_entry *e = entry_new(h, ns, key, value);
         if (!e)

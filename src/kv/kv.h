@@ -35,7 +35,9 @@
 #include "base/buf.h"
 
 /* Default limits. KV_ENTRY_OVERHEAD is what each entry adds to the byte total on top of its
- * namespace, key and value bytes (entry header, table slot, allocator overhead, rounded up). */
+ * namespace, key and value bytes (entry header, table slot, allocator overhead, rounded up). A
+ * key with a TTL also holds 8-16 bytes in the expiry index, which the total does not count: the
+ * total decides 507s on every replica, so changing what it counts is a state-machine change. */
 #define KV_NS_MAX 128
 #define KV_KEY_MAX 1024
 #define KV_VALUE_MAX (1024u * 1024u)
@@ -122,9 +124,13 @@ int kv_list(struct kv *kv, struct slice ns, struct slice prefix, struct slice af
             int64_t now_ms, kv_list_fn fn, void *ctx, bool *more);
 
 /* Report up to max entries expired at now_ms (ns, key, cas) so the owner can journal one
- * kv_apply_expire() each. The scan resumes where the previous call stopped and visits each slot
- * at most once per call. Returns how many were reported. Order is not deterministic across
- * replicas (it is not part of the state machine). */
+ * kv_apply_expire() each: the earliest expiry first, ties by the lower cas. Reporting removes
+ * nothing: an entry is reported again by every call until an apply replaces or removes it, so a
+ * leader that loses office before its expires are applied leaves nothing behind. Cost: O(1) when
+ * nothing has expired, else O(k log k) for the k reported, independent of the number of keys
+ * (an index holds the keys with a TTL; keys without one are never looked at). It allocates a
+ * k-entry scratch array; if that fails it reports nothing and the next call retries.
+ * Returns how many were reported. */
 typedef void (*kv_expired_fn)(void *ctx, struct slice ns, struct slice key, uint64_t cas);
 size_t kv_collect_expired(struct kv *kv, int64_t now_ms, size_t max, kv_expired_fn fn, void *ctx);
 
@@ -149,5 +155,10 @@ struct kv_stats {
     uint64_t gets_hit, gets_miss;
 };
 void kv_stats(struct kv *kv, struct kv_stats *st);
+
+/* For tests: walk the whole state (O(n)) and check kv.c's invariants (versions, counts and bytes,
+ * probe runs, and that the expiry index holds exactly the entries with a TTL, in heap order, each
+ * at its recorded position). Returns 0, or ERR_CORRUPT if one is broken. */
+int kv_check_invariants(struct kv *kv);
 
 #endif

@@ -443,17 +443,20 @@ TEST(kv_list_cursor_paging)
     kv_free(kv);
 }
 
+#define EXPIRED_MAX 4096
+
+/* What kv_collect_expired reported, in order (the first EXPIRED_MAX of them; n counts all). */
 struct expired_list {
-    char ns[64][8];
-    char key[64][16];
-    uint64_t cas[64];
+    char ns[EXPIRED_MAX][8];
+    char key[EXPIRED_MAX][32];
+    uint64_t cas[EXPIRED_MAX];
     size_t n;
 };
 
 static void expired_fn(void *ctx, struct slice ns, struct slice key, uint64_t cas)
 {
     struct expired_list *e = ctx;
-    if (e->n < 64 && ns.len < 8 && key.len < 16) {
+    if (e->n < EXPIRED_MAX && ns.len < 8 && key.len < 32) {
         memcpy(e->ns[e->n], ns.ptr, ns.len);
         e->ns[e->n][ns.len] = 0;
         memcpy(e->key[e->n], key.ptr, key.len);
@@ -480,12 +483,14 @@ TEST(kv_collect_expired)
     static struct expired_list e;
     memset(&e, 0, sizeof e);
     CHECK_EQ_INT(kv_collect_expired(kv, NOW + 9, 100, expired_fn, &e), 0);
-    /* bounded by max; successive calls resume and eventually see all 34 */
+    /* bounded by max; reporting removes nothing, so the next call reports the same keys */
     CHECK_EQ_INT(kv_collect_expired(kv, NOW + 10, 10, expired_fn, &e), 10);
-    size_t total = e.n;
-    for (int round = 0; round < 10 && total < 34; round++)
-        total += kv_collect_expired(kv, NOW + 10, 10, expired_fn, &e);
-    CHECK(total >= 34);
+    CHECK_EQ_INT(kv_collect_expired(kv, NOW + 10, 10, expired_fn, &e), 10);
+    REQUIRE(e.n == 20);
+    for (size_t i = 0; i < 10; i++) {
+        CHECK(strcmp(e.key[i], e.key[10 + i]) == 0);
+        CHECK_EQ_INT(e.cas[i], e.cas[10 + i]);
+    }
     memset(&e, 0, sizeof e);
     CHECK_EQ_INT(kv_collect_expired(kv, NOW + 10, 1000, expired_fn, &e), 34);
     REQUIRE(e.n == 34);
@@ -529,6 +534,454 @@ static void fill_mixed(struct kv *kv, int n)
         if (i % 7 == 0)
             kv_apply_delete(kv, sl(ns), sl(k), KV_CAS_ANY, NOW, &r);
     }
+}
+
+static size_t collect(struct kv *kv, int64_t now_ms, size_t max, struct expired_list *e)
+{
+    memset(e, 0, sizeof *e);
+    return kv_collect_expired(kv, now_ms, max, expired_fn, e);
+}
+
+static bool same_expired(const struct expired_list *a, const struct expired_list *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n && i < EXPIRED_MAX; i++)
+        if (strcmp(a->ns[i], b->ns[i]) || strcmp(a->key[i], b->key[i]) || a->cas[i] != b->cas[i])
+            return false;
+    return true;
+}
+
+/* Key i of the order tests expires at NOW + order_ttl(i): 1..100, each value taken by exactly
+ * three of 300 consecutive i (19 is coprime to 100), so ties are common. */
+static uint64_t order_ttl(int i) { return 1 + (uint64_t)(i * 19) % 100; }
+
+TEST(kv_expiry_order_and_max)
+{
+    struct kv *kv = kv_new(NULL);
+    REQUIRE(kv);
+    static struct expired_list e, first;
+    struct kv_result r;
+    /* keys without a TTL are never reported */
+    CHECK_EQ_INT(put(kv, "ex", "plain", "v", KV_CAS_ANY, 0, NOW, &r), 0);
+    CHECK_EQ_INT(collect(kv, INT64_MAX, 1000, &e), 0);
+    enum { N = 300 };
+    uint64_t cas[N];
+    for (int i = 0; i < N; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        CHECK_EQ_INT(put(kv, "ex", k, "v", KV_CAS_ANY, order_ttl(i), NOW, &r), 0);
+        cas[i] = r.cas;
+    }
+    CHECK_EQ_INT(kv_check_invariants(kv), 0);
+    CHECK_EQ_INT(collect(kv, NOW, 1000, &e), 0);
+    CHECK_EQ_INT(collect(kv, NOW + 50, 0, &e), 0);
+    /* at NOW + 50 exactly the 150 keys with ttl <= 50, by expiry, ties by the lower cas */
+    CHECK_EQ_INT(collect(kv, NOW + 50, 1000, &first), 150);
+    REQUIRE(first.n == 150);
+    uint64_t last_ttl = 0, last_cas = 0;
+    for (size_t j = 0; j < first.n; j++) {
+        int i = atoi(first.key[j] + 1);
+        REQUIRE(i >= 0 && i < N);
+        CHECK(strcmp(first.ns[j], "ex") == 0);
+        CHECK_EQ_INT(first.cas[j], cas[i]);
+        CHECK(order_ttl(i) <= 50);
+        /* strictly increasing (expiry, cas): each key once, in order */
+        CHECK(order_ttl(i) > last_ttl || (order_ttl(i) == last_ttl && first.cas[j] > last_cas));
+        last_ttl = order_ttl(i);
+        last_cas = first.cas[j];
+    }
+    /* max keeps the earliest: each bound gives a prefix of the full order */
+    size_t bounds[] = {1, 2, 3, 10, 149, 150};
+    for (size_t b = 0; b < sizeof bounds / sizeof bounds[0]; b++) {
+        CHECK_EQ_INT(collect(kv, NOW + 50, bounds[b], &e), bounds[b]);
+        for (size_t j = 0; j < e.n; j++) {
+            CHECK(strcmp(e.key[j], first.key[j]) == 0);
+            CHECK_EQ_INT(e.cas[j], first.cas[j]);
+        }
+    }
+    CHECK_EQ_INT(collect(kv, NOW + 100, 1000, &e), N);
+    CHECK_EQ_INT(collect(kv, NOW + 100, N - 1, &e), N - 1);
+    kv_free(kv);
+}
+
+TEST(kv_expired_reported_until_applied)
+{
+    struct kv *kv = kv_new(NULL);
+    REQUIRE(kv);
+    static struct expired_list a, b;
+    struct kv_result r;
+    for (int i = 0; i < 50; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        CHECK_EQ_INT(put(kv, "ex", k, "v", KV_CAS_ANY, 10 + (uint64_t)i % 5, NOW, &r), 0);
+    }
+    /* a leader that lost office before applying its expires: the next call reports them again */
+    CHECK_EQ_INT(collect(kv, NOW + 20, 20, &a), 20);
+    CHECK_EQ_INT(collect(kv, NOW + 20, 20, &b), 20);
+    CHECK(same_expired(&a, &b));
+    for (size_t i = 0; i < a.n; i++) {
+        CHECK_EQ_INT(kv_apply_expire(kv, sl(a.ns[i]), sl(a.key[i]), a.cas[i], NOW + 20, &r), 0);
+        CHECK(r.deleted);
+        CHECK_EQ_INT(kv_check_invariants(kv), 0);
+    }
+    /* the applied ones are gone; the other 30 are reported */
+    CHECK_EQ_INT(collect(kv, NOW + 20, 1000, &b), 30);
+    for (size_t i = 0; i < b.n; i++)
+        for (size_t j = 0; j < a.n; j++)
+            CHECK(strcmp(b.key[i], a.key[j]) != 0);
+    /* a stale expire (wrong version) removes nothing: the key is still reported */
+    CHECK_EQ_INT(kv_apply_expire(kv, sl(b.ns[0]), sl(b.key[0]), b.cas[0] + 1000, NOW + 20, &r), 0);
+    CHECK(!r.deleted);
+    CHECK_EQ_INT(collect(kv, NOW + 20, 1, &a), 1);
+    CHECK(strcmp(a.key[0], b.key[0]) == 0);
+    /* a delete that finds the key expired frees it too */
+    CHECK_EQ_INT(kv_apply_delete(kv, sl(b.ns[0]), sl(b.key[0]), KV_CAS_ANY, NOW + 20, &r), 0);
+    CHECK(!r.deleted);
+    CHECK_EQ_INT(kv_check_invariants(kv), 0);
+    CHECK_EQ_INT(collect(kv, NOW + 20, 1000, &a), 29);
+    for (size_t i = 0; i < a.n; i++)
+        CHECK_EQ_INT(kv_apply_expire(kv, sl(a.ns[i]), sl(a.key[i]), a.cas[i], NOW + 20, &r), 0);
+    CHECK_EQ_INT(collect(kv, INT64_MAX, 1000, &a), 0);
+    struct kv_stats st;
+    kv_stats(kv, &st);
+    CHECK_EQ_INT(st.keys, 0);
+    CHECK_EQ_INT(st.expired_removed, 50);
+    CHECK_EQ_INT(kv_check_invariants(kv), 0);
+    kv_free(kv);
+}
+
+TEST(kv_ttl_rewrites)
+{
+    struct kv *kv = kv_new(NULL);
+    REQUIRE(kv);
+    static struct expired_list e;
+    struct kv_result r;
+    CHECK_EQ_INT(put(kv, "ex", "a", "v", KV_CAS_ANY, 10, NOW, &r), 0);
+    CHECK_EQ_INT(put(kv, "ex", "b", "v", KV_CAS_ANY, 20, NOW, &r), 0);
+    uint64_t b_cas = r.cas;
+    CHECK_EQ_INT(put(kv, "ex", "c", "v", KV_CAS_ANY, 0, NOW, &r), 0);
+    /* a re-put without a TTL takes the key out of the index */
+    CHECK_EQ_INT(put(kv, "ex", "a", "v", KV_CAS_ANY, 0, NOW, &r), 0);
+    CHECK_EQ_INT(kv_check_invariants(kv), 0);
+    CHECK_EQ_INT(collect(kv, INT64_MAX, 1000, &e), 1);
+    CHECK(strcmp(e.key[0], "b") == 0);
+    CHECK_EQ_INT(e.cas[0], b_cas);
+    /* a re-put with a TTL puts a key without one in */
+    CHECK_EQ_INT(put(kv, "ex", "c", "v", KV_CAS_ANY, 5, NOW, &r), 0);
+    uint64_t c_cas = r.cas;
+    CHECK_EQ_INT(kv_check_invariants(kv), 0);
+    CHECK_EQ_INT(collect(kv, NOW + 5, 1000, &e), 1);
+    CHECK(strcmp(e.key[0], "c") == 0);
+    CHECK_EQ_INT(e.cas[0], c_cas);
+    CHECK_EQ_INT(collect(kv, NOW + 20, 1000, &e), 2);
+    CHECK(strcmp(e.key[0], "c") == 0 && strcmp(e.key[1], "b") == 0);
+    /* a changed TTL moves the key: later, then earlier */
+    CHECK_EQ_INT(put(kv, "ex", "c", "v", KV_CAS_ANY, 30, NOW, &r), 0);
+    c_cas = r.cas;
+    CHECK_EQ_INT(kv_check_invariants(kv), 0);
+    CHECK_EQ_INT(collect(kv, NOW + 29, 1000, &e), 1);
+    CHECK(strcmp(e.key[0], "b") == 0);
+    CHECK_EQ_INT(collect(kv, NOW + 30, 1000, &e), 2);
+    CHECK(strcmp(e.key[0], "b") == 0 && strcmp(e.key[1], "c") == 0);
+    CHECK_EQ_INT(e.cas[1], c_cas);
+    CHECK_EQ_INT(put(kv, "ex", "c", "v", KV_CAS_ANY, 1, NOW, &r), 0);
+    c_cas = r.cas;
+    CHECK_EQ_INT(kv_check_invariants(kv), 0);
+    CHECK_EQ_INT(collect(kv, NOW + 30, 1000, &e), 2);
+    CHECK(strcmp(e.key[0], "c") == 0 && strcmp(e.key[1], "b") == 0);
+    CHECK_EQ_INT(e.cas[0], c_cas);
+    /* a put refused by CAS changes nothing */
+    CHECK_EQ_INT(put(kv, "ex", "b", "v", b_cas + 100, 0, NOW, &r), ERR_CAS_MISMATCH);
+    CHECK_EQ_INT(collect(kv, NOW + 30, 1000, &e), 2);
+    /* a delete takes the key out */
+    CHECK_EQ_INT(kv_apply_delete(kv, S("ex"), S("c"), KV_CAS_ANY, NOW, &r), 0);
+    CHECK(r.deleted);
+    CHECK_EQ_INT(kv_check_invariants(kv), 0);
+    CHECK_EQ_INT(collect(kv, INT64_MAX, 1000, &e), 1);
+    CHECK(strcmp(e.key[0], "b") == 0);
+    /* a growing value reallocates the entry: the index must follow the new allocation (a stale
+     * pointer would report the old version, or be a use-after-free under ASan) */
+    static char big[8192];
+    for (int round = 1; round <= 8; round++) {
+        memset(big, 'a' + round, (size_t)round * 1000);
+        big[round * 1000] = 0;
+        CHECK_EQ_INT(put(kv, "ex", "b", big, KV_CAS_ANY, 20, NOW, &r), 0);
+        CHECK_EQ_INT(kv_check_invariants(kv), 0);
+        CHECK_EQ_INT(collect(kv, NOW + 20, 1000, &e), 1);
+        CHECK(strcmp(e.ns[0], "ex") == 0 && strcmp(e.key[0], "b") == 0);
+        CHECK_EQ_INT(e.cas[0], r.cas);
+    }
+    kv_free(kv);
+}
+
+TEST(kv_ttl_snapshot_restore)
+{
+    struct kv *a = kv_new(NULL), *b = kv_new(NULL);
+    REQUIRE(a && b);
+    fill_mixed(a, 3000);
+    struct kv_result r;
+    CHECK_EQ_INT(put(a, "gamma", "short", "x", KV_CAS_ANY, 1, NOW, &r), 0);
+    struct sbuf s;
+    sbuf_init(&s, 0);
+    CHECK_EQ_INT(kv_snapshot_write(a, &s), 0);
+    static struct expired_list ea, eb;
+    int64_t times[] = {NOW, NOW + 1, NOW + 1500, NOW + 2500, NOW + 4000};
+    for (int pass = 0; pass < 2; pass++) {
+        CHECK_EQ_INT(kv_snapshot_read(b, slice_of(s.data, s.len)), 0);
+        CHECK_EQ_INT(kv_check_invariants(b), 0);
+        for (size_t t = 0; t < sizeof times / sizeof times[0]; t++) {
+            size_t na = collect(a, times[t], 1000, &ea);
+            CHECK_EQ_INT(collect(b, times[t], 1000, &eb), na);
+            CHECK(same_expired(&ea, &eb));
+        }
+        /* every TTL of fill_mixed (i % 5 == 0, not deleted: i % 7 != 0) has passed, and "short" */
+        CHECK_EQ_INT(collect(b, NOW + 4000, 1000, &eb), 600 - 86 + 1);
+        /* kv_reset empties the index too, and the next restore fills it again */
+        kv_reset(b);
+        CHECK_EQ_INT(kv_check_invariants(b), 0);
+        CHECK_EQ_INT(collect(b, INT64_MAX, 1000, &eb), 0);
+    }
+    sbuf_free(&s);
+    kv_free(a);
+    kv_free(b);
+}
+
+TEST(kv_ttl_table_growth)
+{
+    /* Many TTL keys across several table doublings, with deletes shifting entries between
+     * slots: the index holds pointers, so neither may disturb it. */
+    enum { N = 20000 };
+    struct kv *kv = kv_new(NULL);
+    REQUIRE(kv);
+    static struct expired_list e;
+    struct kv_result r;
+    size_t due = 0; /* keys with a TTL, not deleted, expired at NOW + 2500 */
+    for (int i = 0; i < N; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        uint64_t ttl = i % 2 ? 1 + (uint64_t)(i * 31) % 5000 : 0;
+        CHECK_EQ_INT(put(kv, "g", k, "v", KV_CAS_ANY, ttl, NOW, &r), 0);
+        if (i % 5 == 0)
+            CHECK_EQ_INT(kv_apply_delete(kv, S("g"), sl(k), KV_CAS_ANY, NOW, &r), 0);
+        else if (ttl && ttl <= 2500)
+            due++;
+        if (i % 2500 == 0)
+            CHECK_EQ_INT(kv_check_invariants(kv), 0);
+    }
+    CHECK_EQ_INT(kv_check_invariants(kv), 0);
+    CHECK_EQ_INT(collect(kv, NOW + 2500, N, &e), due);
+    uint64_t last = 0;
+    for (size_t j = 0; j < e.n && j < EXPIRED_MAX; j++) {
+        int i = atoi(e.key[j] + 1);
+        uint64_t ttl = 1 + (uint64_t)(i * 31) % 5000;
+        CHECK(i % 2 == 1 && i % 5 != 0 && ttl <= 2500 && ttl >= last);
+        last = ttl;
+    }
+    kv_free(kv);
+}
+
+/* Put under countdown fault injection: fail the 1st, 2nd, ... allocation until it succeeds;
+ * each failure must be ERR_NOMEM and leave the store as it was (counts, bytes, revision, index).
+ * Returns how many allocations the put made (the number of failures). */
+static long put_under_alloc_failures(struct kv *kv, const char *key, size_t value_len,
+                                     uint64_t ttl_ms)
+{
+    static char value[4096];
+    static struct expired_list before, after;
+    memset(value, 'v', value_len);
+    value[value_len] = 0;
+    struct kv_stats s0, s1;
+    kv_stats(kv, &s0);
+    collect(kv, INT64_MAX, EXPIRED_MAX, &before);
+    for (long k = 1; k < 10; k++) {
+        struct kv_result r;
+        alloc_fail_after(k);
+        int rc = put(kv, "f", key, value, KV_CAS_ANY, ttl_ms, NOW, &r);
+        alloc_fail_after(0);
+        CHECK_EQ_INT(kv_check_invariants(kv), 0);
+        if (rc == 0)
+            return k - 1;
+        CHECK_EQ_INT(rc, ERR_NOMEM);
+        kv_stats(kv, &s1);
+        CHECK(s1.keys == s0.keys && s1.bytes == s0.bytes && s1.revision == s0.revision);
+        collect(kv, INT64_MAX, EXPIRED_MAX, &after);
+        CHECK(same_expired(&before, &after));
+    }
+    CHECK(!"put never succeeded");
+    return -1;
+}
+
+TEST(kv_ttl_alloc_failure)
+{
+    struct kv *kv = kv_new(NULL);
+    REQUIRE(kv);
+    struct kv_result r;
+    /* Allocations per put (the table never grows here): the entry, plus the index when it must
+     * grow. The first TTL key allocates the index. */
+    CHECK_EQ_INT(put_under_alloc_failures(kv, "first", 1, 10), 2);
+    CHECK_EQ_INT(put(kv, "f", "plain", "v", KV_CAS_ANY, 0, NOW, &r), 0);
+    for (int i = 1; i < 127; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "t%d", i);
+        CHECK_EQ_INT(put(kv, "f", k, "v", KV_CAS_ANY, (uint64_t)i, NOW, &r), 0);
+        /* the index is full at 64, then at 128 keys with a TTL (it starts at 64 and doubles): a
+         * new TTL key, and a TTL added to a key without one, must grow it */
+        if (i == 63)
+            CHECK_EQ_INT(put_under_alloc_failures(kv, "new", 1, 3), 2);
+    }
+    CHECK_EQ_INT(put_under_alloc_failures(kv, "plain", 1, 7), 2);
+    /* re-keying and growing a TTL key, and dropping a TTL, need no index room */
+    CHECK_EQ_INT(put_under_alloc_failures(kv, "t5", 3000, 100), 1);
+    CHECK_EQ_INT(put_under_alloc_failures(kv, "t6", 1, 0), 1);
+    CHECK_EQ_INT(put_under_alloc_failures(kv, "t7", 1, 0), 1);
+    CHECK_EQ_INT(put_under_alloc_failures(kv, "t7", 1, 50), 1); /* room left by t6 and t7 */
+    /* a restore that fails part-way leaves an empty store and an empty index */
+    struct sbuf s;
+    sbuf_init(&s, 0);
+    REQUIRE(kv_snapshot_write(kv, &s) == 0);
+    int rc = ERR_NOMEM;
+    for (long k = 1; k < 200 && rc != 0; k++) {
+        struct kv *b = kv_new(NULL);
+        REQUIRE(b);
+        alloc_fail_after(k);
+        rc = kv_snapshot_read(b, slice_of(s.data, s.len));
+        alloc_fail_after(0);
+        CHECK(rc == 0 || rc == ERR_NOMEM);
+        CHECK_EQ_INT(kv_check_invariants(b), 0);
+        kv_free(b);
+    }
+    CHECK_EQ_INT(rc, 0);
+    sbuf_free(&s);
+    /* collect reports nothing if its scratch array cannot be allocated; the next call does */
+    static struct expired_list e;
+    alloc_fail_after(1);
+    CHECK_EQ_INT(collect(kv, INT64_MAX, 1000, &e), 0);
+    alloc_fail_after(0);
+    CHECK_EQ_INT(collect(kv, INT64_MAX, 1000, &e), 128);
+    kv_free(kv);
+}
+
+TEST(kv_ttl_model_random_ops)
+{
+    /* Random puts (with and without TTL, some conditional), deletes, expires of collected keys,
+     * snapshot round trips and clock steps over a small key space, against a plain array model:
+     * after every op the invariants hold, and every collect equals a brute-force scan of the
+     * model (expired keys by (expires_at, cas), the first max of them). */
+    enum { KEYS = 200, OPS = 5000 };
+    static struct {
+        bool present; /* in memory, expired or not */
+        uint64_t cas;
+        int64_t expires_at_ms;
+    } m[KEYS];
+    memset(m, 0, sizeof m);
+    static struct expired_list got;
+    static int want[KEYS];
+    struct kv *kv = kv_new(NULL);
+    REQUIRE(kv);
+    uint64_t seed = 0x5eed0fe1ull, rev = 0;
+    int64_t now = NOW;
+    for (int op = 0; op < OPS && harness_current_failed() == 0; op++) {
+        uint64_t x = rng_next(&seed);
+        int k = (int)(x % KEYS);
+        char key[16];
+        snprintf(key, sizeof key, "r%d", k);
+        bool live = m[k].present && (m[k].expires_at_ms == 0 || now < m[k].expires_at_ms);
+        struct kv_result r;
+        switch ((x >> 16) % 10) {
+        case 0:
+        case 1:
+        case 2:
+        case 3: { /* put: half with a TTL (often equal expiries), some create-only */
+            uint64_t ttl = (x >> 24) % 2 ? 1 + (x >> 28) % 40 : 0;
+            uint64_t expected = (x >> 40) % 4 == 0 ? 0 : KV_CAS_ANY;
+            int rc = kv_apply_put(kv, S("m"), sl(key), slice_of(&x, (x >> 44) % 8), expected, ttl,
+                                  now, &r);
+            if (expected == 0 && live) {
+                CHECK_EQ_INT(rc, ERR_CAS_MISMATCH);
+            } else {
+                CHECK_EQ_INT(rc, 0);
+                CHECK_EQ_INT(r.cas, ++rev);
+                m[k].present = true;
+                m[k].cas = r.cas;
+                m[k].expires_at_ms = ttl ? now + (int64_t)ttl : 0;
+            }
+            break;
+        }
+        case 4: { /* delete */
+            CHECK_EQ_INT(kv_apply_delete(kv, S("m"), sl(key), KV_CAS_ANY, now, &r), 0);
+            CHECK(r.deleted == live);
+            if (live)
+                CHECK_EQ_INT(r.cas, ++rev);
+            m[k].present = false;
+            break;
+        }
+        case 5:
+        case 6:
+        case 7: { /* collect, compare with the model, expire some of what was reported */
+            size_t max = 1 + (x >> 24) % 12, n = 0;
+            for (int i = 0; i < KEYS; i++)
+                if (m[i].present && m[i].expires_at_ms != 0 && now >= m[i].expires_at_ms)
+                    want[n++] = i;
+            for (size_t i = 1; i < n; i++) /* insertion sort by (expires_at, cas) */
+                for (size_t j = i; j > 0; j--) {
+                    int p = want[j - 1], q = want[j];
+                    if (m[p].expires_at_ms < m[q].expires_at_ms ||
+                        (m[p].expires_at_ms == m[q].expires_at_ms && m[p].cas < m[q].cas))
+                        break;
+                    want[j - 1] = q;
+                    want[j] = p;
+                }
+            size_t expect = n < max ? n : max;
+            CHECK_EQ_INT(collect(kv, now, max, &got), expect);
+            for (size_t i = 0; i < got.n && i < expect; i++) {
+                char wk[16];
+                snprintf(wk, sizeof wk, "r%d", want[i]);
+                CHECK(strcmp(got.key[i], wk) == 0);
+                CHECK_EQ_INT(got.cas[i], m[want[i]].cas);
+            }
+            for (size_t i = 0; i < got.n; i++) {
+                if ((x >> (32 + i % 32)) & 1)
+                    continue;
+                int j = atoi(got.key[i] + 1);
+                /* sometimes with a stale version: then nothing happens */
+                uint64_t cas = (x >> 20) % 7 == 0 ? got.cas[i] + 1 : got.cas[i];
+                CHECK_EQ_INT(kv_apply_expire(kv, S("m"), sl(got.key[i]), cas, now, &r), 0);
+                CHECK(r.deleted == (cas == m[j].cas));
+                if (r.deleted)
+                    m[j].present = false;
+                CHECK_EQ_INT(kv_check_invariants(kv), 0);
+            }
+            break;
+        }
+        case 8: /* the clock moves on */
+            now += (int64_t)((x >> 24) % 15);
+            break;
+        default: { /* a replica restores this state from a snapshot and takes over */
+            if ((x >> 24) % 8)
+                break;
+            struct sbuf s;
+            sbuf_init(&s, 0);
+            CHECK_EQ_INT(kv_snapshot_write(kv, &s), 0);
+            struct kv *b = kv_new(NULL);
+            REQUIRE(b);
+            CHECK_EQ_INT(kv_snapshot_read(b, slice_of(s.data, s.len)), 0);
+            sbuf_free(&s);
+            kv_free(kv);
+            kv = b;
+            break;
+        }
+        }
+        CHECK_EQ_INT(kv_check_invariants(kv), 0);
+    }
+    size_t present = 0;
+    for (int i = 0; i < KEYS; i++)
+        present += m[i].present;
+    struct kv_stats st;
+    kv_stats(kv, &st);
+    CHECK_EQ_INT(st.keys, present);
+    CHECK_EQ_INT(st.revision, rev);
+    kv_free(kv);
 }
 
 TEST(kv_snapshot_roundtrip)
@@ -601,7 +1054,7 @@ static bool kv_is_empty(struct kv *kv)
 {
     struct kv_stats st;
     kv_stats(kv, &st);
-    return st.keys == 0 && st.bytes == 0 && st.revision == 0;
+    return st.keys == 0 && st.bytes == 0 && st.revision == 0 && kv_check_invariants(kv) == 0;
 }
 
 /* Re-seal a crafted snapshot body with a valid CRC. */
