@@ -767,19 +767,24 @@ TEST(transport_dials_from_listen_host)
     }
 }
 
+/* Send until the queue refuses with ERR_AGAIN while it is full (within one frame of max) and
+ * never above max. The transport thread may still be draining into the socket buffers (they grow
+ * until the kernel stops autotuning), so an ERR_AGAIN seen just before a drain is followed by more
+ * sends until the peer's buffers are full and the queue stays put. */
 static bool got_again(struct transport *t, size_t max)
 {
     static uint8_t big[16384];
     uint64_t end = clock_mono_ms() + DEADLINE_MS;
     while (clock_mono_ms() < end) {
         int rc = transport_send(t, 2, slice_of(big, sizeof big));
-        if (rc == ERR_AGAIN) {
-            struct transport_peer_state st;
-            transport_peer_state(t, 2, &st);
-            return st.queued_bytes <= max && st.queued_bytes + sizeof big + 9 > max;
-        }
-        if (rc != 0)
+        if (rc != 0 && rc != ERR_AGAIN)
             return false;
+        struct transport_peer_state st;
+        transport_peer_state(t, 2, &st);
+        if (st.queued_bytes > max)
+            return false;
+        if (rc == ERR_AGAIN && st.queued_bytes + sizeof big + 9 > max)
+            return true;
     }
     return false;
 }
