@@ -54,7 +54,9 @@ static void usage(FILE *f)
             "  RF_AUTO_CREATE_TOPICS    1|0: produce creates unknown topics (1)\n"
             "  RF_DEFAULT_PARTITIONS    partitions of auto-created topics (8)\n"
             "  RF_RATE_LIMIT_RPS        per-token requests/s, 0 = off (0)\n"
-            "  RF_RATE_LIMIT_BURST      per-token burst (= rps)\n");
+            "  RF_RATE_LIMIT_BURST      per-token burst (= rps)\n"
+            "  RF_INLINE_SYNC           1|0: single node, fsync on the core thread while no\n"
+            "                           async writes arrive (1; docs/ARCHITECTURE.md)\n");
 }
 
 /* One process per data directory: an exclusive flock on DATA/LOCK, held until exit. Two nodes
@@ -193,6 +195,9 @@ int main(int argc, char **argv)
                   "redirects from other nodes will name %u", hc.port, me->http_port,
                   me->http_port);
     }
+    env = getenv("RF_INLINE_SYNC");
+    if (env && *env)
+        cc.inline_sync = strcmp(env, "0") != 0;
     env = getenv("RF_AUTO_CREATE_TOPICS");
     if (env && *env)
         cc.auto_create_topics = strcmp(env, "0") != 0;

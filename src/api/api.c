@@ -1685,6 +1685,9 @@ static void h_metrics(struct rctx *x, bool ha)
         metrics_write_gauge(&b, "ayder_journal_durable_index", "Highest fsynced journal index.", (double)cs.durable_index);
         metrics_write_gauge(&b, "ayder_applied_index", "Highest applied journal index.", (double)cs.applied_index);
         metrics_write_counter(&b, "ayder_journal_entries_total", "Journal entries appended since start.", cs.entries);
+        metrics_write_counter(&b, "ayder_journal_fsyncs_total", "Journal group-commit fsyncs since start.", cs.syncs);
+        metrics_write_family(&b, "ayder_journal_fsync_seconds_total", "counter", "Time spent in journal group-commit fsyncs since start.");
+        metrics_write_sample(&b, "ayder_journal_fsync_seconds_total", NULL, (double)cs.sync_ns_total / 1e9);
         metrics_write_counter(&b, "ayder_proposals_total", "Write requests handed to the core since start.", cs.proposals);
         metrics_write_counter(&b, "ayder_checkpoints_total", "Checkpoints written since start.", cs.checkpoints);
         metrics_write_gauge(&b, "ayder_inflight_writes", "Writes accepted but not yet completed.", (double)cs.inflight);

@@ -60,6 +60,8 @@ struct core_config {
     uint64_t min_free_bytes;         /* refuse writes (507) while the data dir's disk has less */
     const struct ha_config *ha;      /* NULL or !enabled: single node (a one-voter group) */
     uint64_t write_timeout_ms;       /* cluster: default p->timeout_ms (0 = 5000) */
+    bool inline_sync;                /* single node: fsync on the core thread while no async
+                                      * writes arrive (default on; RF_INLINE_SYNC=0) */
 };
 
 void core_config_default(struct core_config *c);

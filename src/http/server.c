@@ -896,6 +896,9 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct http_server *s = w->srv;
+    char name[16];
+    snprintf(name, sizeof name, "ayder-http%d", w->idx);
+    pthread_setname_np(pthread_self(), name); /* shown by top -H, perf, /proc/PID/task */
     if (s->cfg.on_worker_start)
         s->cfg.on_worker_start(s->cfg.handler_ctx, w->idx);
     uv_run(&w->loop, UV_RUN_DEFAULT);

@@ -206,6 +206,15 @@ uint64_t journal_last_index(const struct journal *j) { return j->last_index; }
 uint64_t journal_last_term(const struct journal *j) { return j->last_term; }
 uint64_t journal_flushed_index(const struct journal *j) { return j->flushed_index; }
 uint64_t journal_durable_index(const struct journal *j) { return j->durable_index; }
+
+uint64_t journal_unsynced_bytes(const struct journal *j)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < j->nsegs; i++)
+        if (j->segs[i].created && j->segs[i].flushed_end > j->segs[i].synced_end)
+            n += j->segs[i].flushed_end - j->segs[i].synced_end;
+    return n;
+}
 int journal_error(const struct journal *j) { return j->err; }
 bool journal_sync_in_flight(const struct journal *j) { return j->in_flight; }
 

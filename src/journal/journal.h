@@ -72,6 +72,8 @@ uint64_t journal_last_index(const struct journal *j);  /* 0 if empty (base if a 
 uint64_t journal_last_term(const struct journal *j);
 uint64_t journal_flushed_index(const struct journal *j);
 uint64_t journal_durable_index(const struct journal *j);
+/* Bytes written to segment files but not yet covered by a finished sync (the next group). */
+uint64_t journal_unsynced_bytes(const struct journal *j);
 int journal_error(const struct journal *j); /* 0 or the sticky error */
 
 /* For a journal without entries (e.g. after a snapshot at last_index): the next appended index

@@ -1042,6 +1042,7 @@ static void retire_removed(struct transport *t)
 static void *thread_main(void *arg)
 {
     struct transport *t = arg;
+    pthread_setname_np(pthread_self(), "ayder-raft");
     /* OpenSSL writes with write(2): a peer reset must fail the call, not kill the process. */
     sigset_t ss;
     sigemptyset(&ss);

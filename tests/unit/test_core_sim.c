@@ -1042,6 +1042,8 @@ static void config(struct sim *s, struct core_config *cfg)
     cfg->auto_create_topics = true;
     cfg->checkpoint_interval_ms = 50;
     cfg->checkpoint_journal_bytes = 256u << 10;
+    /* Both group-commit paths: fsync on the core thread (inline) and on the sync thread. */
+    cfg->inline_sync = (s->seed & 1) == 0;
     if (s->plant) {
         cfg->journal.segment_bytes = 0; /* one segment: the planted damage hits the newest */
         cfg->checkpoint_interval_ms = 0;
