@@ -158,6 +158,10 @@ static void respond_json(struct rctx *x, int status, struct sbuf *body)
 static void respond_error_ex(struct rctx *x, int err, const char *msg, const char *extra_json,
                              const char *extra_headers)
 {
+    char url[HA_HOST_MAX + 16];
+    /* The leader may have become unknown since the core said "not leader": no empty Location. */
+    if (err == ERR_NOT_LEADER && (!core_leader(x->api->core, url, sizeof url) || !url[0]))
+        err = ERR_NO_LEADER;
     struct sbuf b;
     sbuf_init(&b, 0);
     struct jw w;
@@ -174,8 +178,6 @@ static void respond_error_ex(struct rctx *x, int err, const char *msg, const cha
     sbuf_init(&hdr, 0);
     if (err == ERR_NOT_LEADER) {
         /* Redirect to the leader: the same path and query on its HTTP address. */
-        char url[HA_HOST_MAX + 16];
-        core_leader(x->api->core, url, sizeof url);
         jw_kstr(&w, "leader_url", url);
         const struct http_request *h = http_req_head(x->req);
         sbuf_puts(&hdr, "Location: ");

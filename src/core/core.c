@@ -177,7 +177,9 @@ struct core {
     uint64_t raft_tick_ms, next_raft_tick_ms;
     bool was_leader, leader_ready;
     uint64_t leader_start_index;
-    struct proposal *held_head, *held_tail; /* leader not ready yet (its no-op unapplied) */
+    /* Never appended: this node leads but its no-op is unapplied, or (cluster) no leader is known
+     * yet. A known leader elsewhere sends them there (307); hold_until_ns ends the wait (503). */
+    struct proposal *held_head, *held_tail;
     struct proposal *ack_head;              /* applied, waiting for every voter (concern all) */
     struct hmap seq_idem;          /* idempotency keys sequenced but not yet applied */
     bool persist_pending;
@@ -2439,7 +2441,7 @@ static void check_deadlines(struct core *c)
     last = NULL;
     for (pp = &c->held_head; *pp;) {
         struct proposal *p = *pp;
-        if (now >= p->deadline_ns) {
+        if (now >= p->hold_until_ns) {
             *pp = p->next;
             fail(c, p, ERR_NO_LEADER); /* never appended */
         } else {
@@ -2479,14 +2481,34 @@ static void hold(struct core *c, struct proposal *p)
     c->held_tail = p;
 }
 
+/* How long a write waits for a leader to become known: about one election. */
+static uint64_t leaderless_until(struct core *c, const struct proposal *p)
+{
+    uint64_t t = clock_mono_ns() + (uint64_t)c->ha.election_timeout_ms * 1000000;
+    return t < p->deadline_ns ? t : p->deadline_ns;
+}
+
 static void take_proposal(struct core *c, struct proposal *p)
 {
     int fatal = atomic_load(&c->fatal);
     int rc = fatal ? fatal
              : (c->nospace_watermark && !frees_space(p->type)) ? ERR_NOSPACE
-             : raft_role(c->raft) != RAFT_LEADER ? not_leader_err(c)
              : 0;
-    if (!rc && !c->leader_ready) {
+    if (!rc && raft_role(c->raft) != RAFT_LEADER) {
+        if (!c->cluster || raft_leader(c->raft)) {
+            rc = not_leader_err(c);
+        } else {
+            /* An election (or a leadership hand-over) is under way: wait for its outcome
+             * rather than answer 503 at once. */
+            p->hold_until_ns = leaderless_until(c, p);
+            hold(c, p);
+            return;
+        }
+    }
+    if (!rc && (!c->leader_ready || raft_transferring(c->raft))) {
+        /* Not ready yet, or handing leadership over: the write waits for the outcome (appended
+         * here, or redirected to the new leader) instead of failing with 503. */
+        p->hold_until_ns = p->deadline_ns;
         hold(c, p);
         return;
     }
@@ -2602,19 +2624,27 @@ static void leader_transitions(struct core *c)
         c->was_leader = true;
         c->leader_ready = false;
         c->leader_start_index = raft_last_index(c->raft);
+        for (struct proposal *p = c->held_head; p; p = p->next)
+            p->hold_until_ns = p->deadline_ns; /* held while leaderless: now ours to append */
         atomic_fetch_add(&c->st_elections, 1);
         if (c->cluster)
             LOG_I("core", "raft: leader for term %" PRIu64, raft_term(c->raft));
     } else if (!leader && c->was_leader) {
         c->was_leader = false;
         c->leader_ready = false;
-        fail_list(c, &c->held_head, not_leader_err(c));
-        c->held_tail = NULL;
+        /* Held writes were never appended: with the next leader unknown (a hand-over or an
+         * election in progress) they wait for it, below, instead of failing with 503. */
+        for (struct proposal *p = c->held_head; p; p = p->next)
+            p->hold_until_ns = leaderless_until(c, p);
         rb_finish_list(&c->rb_held, not_leader_err(c));
         rb_finish_list(&c->rb_sent, not_leader_err(c));
         rb_finish_list(&c->rb_wait, not_leader_err(c));
         if (c->cluster)
             LOG_I("core", "raft: no longer leader (term %" PRIu64 ")", raft_term(c->raft));
+    }
+    if (!leader && c->held_head && raft_leader(c->raft)) {
+        fail_list(c, &c->held_head, ERR_NOT_LEADER); /* 307 to the leader now known */
+        c->held_tail = NULL;
     }
     if (leader && !c->leader_ready && c->applied_index >= c->leader_start_index &&
         !atomic_load(&c->fatal)) {
@@ -2623,6 +2653,8 @@ static void leader_transitions(struct core *c)
         broker_each_topic(c->broker, seq_load_fn, c);
         seq_idem_clear(c);
         c->leader_ready = true;
+    }
+    if (leader && c->leader_ready && c->held_head && !raft_transferring(c->raft)) {
         struct proposal *p = c->held_head;
         c->held_head = c->held_tail = NULL;
         while (p) {
@@ -3115,8 +3147,9 @@ int core_propose(struct core *c, struct proposal *p)
     int f = atomic_load(&c->fatal);
     if (f)
         return f;
-    if ((f = core_write_check(c)) != 0)
-        return f;
+    /* With no leader known the core holds the write for about one election (take_proposal). */
+    if (c->cluster && atomic_load(&c->st_role) != RAFT_LEADER && atomic_load(&c->st_leader))
+        return ERR_NOT_LEADER;
     if (atomic_load(&c->nospace) && !frees_space(p->type))
         return ERR_NOSPACE;
     if (!atomic_load(&c->ready))

@@ -82,6 +82,7 @@ struct proposal {
     uint8_t concern_met;              /* the concern the answer satisfies (PROPOSAL_DONE, err 0) */
     uint64_t term;                    /* core-internal: the Raft term it was proposed in */
     uint64_t deadline_ns;             /* core-internal */
+    uint64_t hold_until_ns;           /* core-internal: held (no usable leader yet) until */
     enum proposal_phase phase;
     int err;                          /* 0 or ERR_* */
     uint64_t index;                   /* journal index (the response's batch_id) */
@@ -104,7 +105,10 @@ void core_close(struct core *c);
 void core_abort(struct core *c);
 
 /* Any thread. 0: p->done will be called (at least with PROPOSAL_DONE). Otherwise an error and
- * done is never called: ERR_OVERLOADED, ERR_STORE_FAILED, ERR_NOSPACE, ERR_NOT_READY. */
+ * done is never called: ERR_OVERLOADED, ERR_STORE_FAILED, ERR_NOSPACE, ERR_NOT_READY,
+ * ERR_NOT_LEADER (another node leads). In a cluster with no leader known, the write waits up to
+ * one election timeout for one: then ERR_NOT_LEADER (a redirect), it is appended here (this node
+ * won), or ERR_NO_LEADER. */
 int core_propose(struct core *c, struct proposal *p);
 
 /* A linearizable read (ReadIndex): done(rb) is called on the core thread once this node, as the

@@ -1488,6 +1488,10 @@ bool raft_leader_by_transfer(const struct raft *r)
 {
     return r->role == RAFT_LEADER && r->forced_campaign;
 }
+bool raft_transferring(const struct raft *r)
+{
+    return r->role == RAFT_LEADER && r->transfer_to != 0;
+}
 uint64_t raft_term(const struct raft *r) { return r->term; }
 uint64_t raft_leader(const struct raft *r) { return r->leader; }
 uint64_t raft_id(const struct raft *r) { return r->id; }

@@ -278,6 +278,8 @@ uint64_t raft_term(const struct raft *r);
 uint64_t raft_leader(const struct raft *r);
 /* This node leads because a leadership transfer (TimeoutNow) made it campaign. */
 bool raft_leader_by_transfer(const struct raft *r);
+/* Leader: a leadership transfer is under way (proposals get ERR_UNAVAILABLE until it ends). */
+bool raft_transferring(const struct raft *r);
 uint64_t raft_id(const struct raft *r);
 uint64_t raft_commit(const struct raft *r);
 uint64_t raft_last_index(const struct raft *r);

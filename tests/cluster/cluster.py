@@ -254,7 +254,15 @@ class Cluster:
         for n in self.nodes:
             n.start()
         self.wait_http(timeout=timeout)
-        return self.wait_leader(timeout=timeout)
+        return self.wait_settled_leader(timeout=timeout)
+
+    def wait_settled_leader(self, timeout=60):
+        """A fresh cluster elects whoever times out first; that leader then hands leadership to
+        the highest-priority voter (n1) once it is caught up. Wait for that hand-over, so a test
+        does not start writing into it."""
+        best = max(range(len(self.nodes)), key=lambda i: self.nodes[i].priority)
+        return wait_for(lambda: ("ok", best) if self.find_leader() == best else None, timeout,
+                        "the highest-priority node %s to lead" % self.nodes[best].id)[1]
 
     def wait_http(self, timeout=60):
         """Wait until every running node answers /ha/status (any status). Fails fast, with the

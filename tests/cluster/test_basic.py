@@ -133,3 +133,50 @@ def test_priority_and_transfer(make_cluster):
                timeout=10)
     assert r.status_code == 404, r.text          # not a voter
     s.close()
+
+
+def test_handover_holds_writes_and_redirects(make_cluster):
+    """Writes that reach the leader while it hands leadership over are held, not refused: each
+    is appended there (the transfer failed) or answered 307 to the new leader once it is known.
+    None gets a 503, and following the redirects loses and duplicates nothing."""
+    c = make_cluster(3)
+    s = client_session()
+    li = c.wait_leader()
+    old, target = c[li], c[(li + 2) % 3]
+    r = s.post(old.url + "/broker/topics", data='{"name":"ho","partitions":1}', timeout=30)
+    assert r.status_code in (200, 201), r.text
+    answers = {}                                    # key -> first answer's status
+    redirected = []
+    transfer_sent = False
+    deadline = time.monotonic() + 20
+    k = 0
+    # Write to the old leader until it has answered some writes with a redirect (or 20 s pass).
+    while time.monotonic() < deadline and len(redirected) < 20:
+        key = "ho-%d" % k
+        r = s.post(old.url + "/broker/topics/ho/produce", data="v-%d" % k,
+                   params={"partition": 0, "idempotency_key": key}, allow_redirects=False,
+                   timeout=30)
+        assert r.status_code in (200, 307), (key, r.status_code, r.text)
+        answers[key] = r.status_code
+        if r.status_code == 307:
+            assert r.json()["error"] == "not_leader"
+            assert r.headers["Location"].startswith(target.url + "/"), r.headers["Location"]
+            redirected.append((key, r.headers["Location"], "v-%d" % k))
+        k += 1
+        if k == 50 and not transfer_sent:
+            r = s.post(old.url + "/ha/membership",
+                       data=json.dumps({"op": "transfer", "id": target.id}), timeout=10)
+            assert r.status_code == 200, r.text
+            transfer_sent = True
+    assert transfer_sent and redirected, "no write was redirected within 20 s (%d sent)" % k
+    for key, loc, body in redirected:               # what a client following 307 does
+        r = s.post(loc, data=body, allow_redirects=False, timeout=30)
+        assert r.status_code == 200, (key, r.text)
+    c.wait_converged()
+    r = s.get(target.url + "/broker/consume/ho/g1/0", params={"offset": 0, "limit": 1000},
+              timeout=30)
+    assert r.status_code == 200, r.text
+    msgs = r.json()["messages"]
+    assert [m["offset"] for m in msgs] == list(range(len(msgs)))
+    assert sorted(m["value"] for m in msgs) == sorted("v-%d" % i for i in range(k))
+    s.close()
