@@ -821,7 +821,9 @@ static void send_ack(struct raft *r)
     m->index = a;
     if (a > r->acked)
         r->acked = a;
-    r->ack_owed = false;
+    /* Entries verified but not yet fsynced are still owed their ack (raft_persisted sends it):
+     * clearing it here left the tail of every burst unacknowledged until the next append. */
+    r->ack_owed = a < r->verified;
 }
 
 static void maybe_ack(struct raft *r)

@@ -510,6 +510,68 @@ TEST(raft_snap_follower_installs_and_acks_in_same_ready)
     xfree(l);
 }
 
+/* A follower acknowledges every entry once it is fsynced, also when an ack for an earlier part
+ * went out in between: an ack that covers only part of what was appended must leave the rest
+ * owed. (Without that, the last entry of a burst was acknowledged only by the next append, or
+ * by the leader's re-probe an election timeout later: commits stalled and a leadership transfer,
+ * which waits for the target's ack of the last entry, was abandoned.) */
+TEST(raft_follower_acks_each_fsync_after_a_partial_ack)
+{
+    struct mem_log *l = xcalloc(1, sizeof *l);
+    REQUIRE(l);
+    struct raft_storage st;
+    struct raft *r = snap_follower(l, &st);
+    struct raft_ready rd;
+    struct raft_entry e[4] = {{1, 1, RAFT_ENTRY_NORMAL, SLICE_LIT("a")},
+                              {1, 2, RAFT_ENTRY_NORMAL, SLICE_LIT("b")},
+                              {1, 3, RAFT_ENTRY_NORMAL, SLICE_LIT("c")},
+                              {1, 4, RAFT_ENTRY_NORMAL, SLICE_LIT("d")}};
+    /* Two pipelined appends (entries 1 and 2) before any fsync: no ack yet. */
+    for (int k = 0; k < 2; k++) {
+        struct raft_msg ap = {.type = RAFT_MSG_APPEND, .from = 1, .to = 2, .term = 1,
+                              .index = (uint64_t)k, .log_term = k ? 1 : 0, .commit = 0,
+                              .n_entries = 1, .entries = &e[k]};
+        REQUIRE(raft_step(r, &ap) == 0);
+        REQUIRE(host_ready(r, l, &rd));
+        CHECK(count_msgs(rd.msgs, rd.n_msgs, RAFT_MSG_APPEND_RESP, 1) == 0);
+        raft_advance(r, &rd);
+    }
+    /* The first fsync covered entry 1 only: ack 1. */
+    raft_persisted(r, 1, 1);
+    REQUIRE(host_ready(r, l, &rd));
+    REQUIRE(count_msgs(rd.msgs, rd.n_msgs, RAFT_MSG_APPEND_RESP, 1) == 1);
+    CHECK(rd.msgs[0].index == 1);
+    raft_advance(r, &rd);
+    /* The next fsync covers entry 2: it must be acknowledged now, not on the next append. */
+    raft_persisted(r, 2, 1);
+    REQUIRE(host_ready(r, l, &rd));
+    REQUIRE(count_msgs(rd.msgs, rd.n_msgs, RAFT_MSG_APPEND_RESP, 1) == 1);
+    CHECK(rd.msgs[0].index == 2);
+    raft_advance(r, &rd);
+    /* An append that finds an unacknowledged fsynced prefix acks that prefix at once... */
+    struct raft_msg ap = {.type = RAFT_MSG_APPEND, .from = 1, .to = 2, .term = 1, .index = 2,
+                          .log_term = 1, .commit = 2, .n_entries = 1, .entries = &e[2]};
+    REQUIRE(raft_step(r, &ap) == 0);
+    REQUIRE(host_ready(r, l, &rd));
+    raft_advance(r, &rd);
+    raft_persisted(r, 3, 1);
+    ap.index = 3;
+    ap.entries = &e[3];
+    REQUIRE(raft_step(r, &ap) == 0); /* entry 3 durable, not yet acked; entry 4 new */
+    REQUIRE(host_ready(r, l, &rd));
+    REQUIRE(count_msgs(rd.msgs, rd.n_msgs, RAFT_MSG_APPEND_RESP, 1) == 1);
+    CHECK(rd.msgs[0].index == 3);
+    raft_advance(r, &rd);
+    /* ...and still owes the rest: entry 4's fsync is acknowledged by itself. */
+    raft_persisted(r, 4, 1);
+    REQUIRE(host_ready(r, l, &rd));
+    REQUIRE(count_msgs(rd.msgs, rd.n_msgs, RAFT_MSG_APPEND_RESP, 1) == 1);
+    CHECK(rd.msgs[0].index == 4);
+    raft_advance(r, &rd);
+    raft_free(r);
+    xfree(l);
+}
+
 TEST(raft_snap_matching_entry_fast_forwards)
 {
     struct mem_log *l = xcalloc(1, sizeof *l);
