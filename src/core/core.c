@@ -186,7 +186,7 @@ struct core {
     uint64_t persist_index, persist_term;
     uint64_t next_deadline_check_ms, next_priority_check_ms;
     struct read_barrier *rb_in_head, *rb_in_tail; /* incoming (under mu) */
-    struct read_barrier *rb_held;   /* leader not ready yet */
+    struct read_barrier *rb_held;   /* leader not ready yet, or no leader known (as held_head) */
     struct read_barrier *rb_sent;   /* raft_read_index issued, answer pending */
     struct read_barrier *rb_wait;   /* read index known, waiting for apply */
     uint64_t rb_seq;
@@ -2544,6 +2544,13 @@ static void rb_issue(struct core *c, struct read_barrier *rb)
     }
 }
 
+/* A read with no leader known waits for one about as long as a write does. */
+static uint64_t rb_leaderless_until(struct core *c, const struct read_barrier *rb)
+{
+    uint64_t t = clock_mono_ns() + (uint64_t)c->ha.election_timeout_ms * 1000000;
+    return t < rb->deadline_ns ? t : rb->deadline_ns;
+}
+
 static void rb_take(struct core *c, struct read_barrier *in)
 {
     while (in) {
@@ -2551,10 +2558,13 @@ static void rb_take(struct core *c, struct read_barrier *in)
         in = rb->next;
         rb->next = NULL;
         rb->deadline_ns = clock_mono_ns() + c->cfg.write_timeout_ms * 1000000;
-        if (raft_role(c->raft) != RAFT_LEADER) {
+        rb->hold_until_ns = rb->deadline_ns;
+        if (raft_role(c->raft) != RAFT_LEADER && raft_leader(c->raft)) {
             rb->err = not_leader_err(c);
             rb->done(rb);
-        } else if (!c->leader_ready) {
+        } else if (raft_role(c->raft) != RAFT_LEADER || !c->leader_ready) {
+            if (raft_role(c->raft) != RAFT_LEADER)
+                rb->hold_until_ns = rb_leaderless_until(c, rb);
             rb->next = c->rb_held;
             c->rb_held = rb;
         } else {
@@ -2595,13 +2605,14 @@ static void rb_applied(struct core *c)
 static void rb_deadlines(struct core *c)
 {
     uint64_t now = clock_mono_ns();
+    bool leader = raft_role(c->raft) == RAFT_LEADER;
     struct read_barrier **lists[] = {&c->rb_held, &c->rb_sent, &c->rb_wait};
     for (size_t k = 0; k < 3; k++) {
         for (struct read_barrier **pp = lists[k]; *pp;) {
             struct read_barrier *rb = *pp;
-            if (now >= rb->deadline_ns) {
+            if (now >= (k == 0 ? rb->hold_until_ns : rb->deadline_ns)) {
                 *pp = rb->next;
-                rb->err = ERR_COMMIT_TIMEOUT;
+                rb->err = k == 0 && !leader ? ERR_NO_LEADER : ERR_COMMIT_TIMEOUT;
                 rb->done(rb);
             } else {
                 pp = &rb->next;
@@ -2626,6 +2637,8 @@ static void leader_transitions(struct core *c)
         c->leader_start_index = raft_last_index(c->raft);
         for (struct proposal *p = c->held_head; p; p = p->next)
             p->hold_until_ns = p->deadline_ns; /* held while leaderless: now ours to append */
+        for (struct read_barrier *rb = c->rb_held; rb; rb = rb->next)
+            rb->hold_until_ns = rb->deadline_ns;
         atomic_fetch_add(&c->st_elections, 1);
         if (c->cluster)
             LOG_I("core", "raft: leader for term %" PRIu64, raft_term(c->raft));
@@ -2636,9 +2649,17 @@ static void leader_transitions(struct core *c)
          * election in progress) they wait for it, below, instead of failing with 503. */
         for (struct proposal *p = c->held_head; p; p = p->next)
             p->hold_until_ns = leaderless_until(c, p);
-        rb_finish_list(&c->rb_held, not_leader_err(c));
-        rb_finish_list(&c->rb_sent, not_leader_err(c));
-        rb_finish_list(&c->rb_wait, not_leader_err(c));
+        /* Reads not yet confirmed wait for the next leader like held writes (then 307, or a
+         * fresh ReadIndex if this node wins again). A confirmed read (rb_wait) stays: its index
+         * was confirmed by a quorum while this node led, so it is answered once applied. */
+        while (c->rb_sent) {
+            struct read_barrier *rb = c->rb_sent;
+            c->rb_sent = rb->next;
+            rb->next = c->rb_held;
+            c->rb_held = rb;
+        }
+        for (struct read_barrier *rb = c->rb_held; rb; rb = rb->next)
+            rb->hold_until_ns = rb_leaderless_until(c, rb);
         if (c->cluster)
             LOG_I("core", "raft: no longer leader (term %" PRIu64 ")", raft_term(c->raft));
     }
@@ -2646,6 +2667,8 @@ static void leader_transitions(struct core *c)
         fail_list(c, &c->held_head, ERR_NOT_LEADER); /* 307 to the leader now known */
         c->held_tail = NULL;
     }
+    if (!leader && c->rb_held && raft_leader(c->raft))
+        rb_finish_list(&c->rb_held, ERR_NOT_LEADER);
     if (leader && !c->leader_ready && c->applied_index >= c->leader_start_index &&
         !atomic_load(&c->fatal)) {
         seq_clear(c);
@@ -3029,6 +3052,18 @@ void core_close(struct core *c)
     xfree(c);
 }
 
+/* Another node is known to lead: a write or linearizable read here gets a 307 at once. Anything
+ * less certain goes to the core thread, which decides on Raft's own state. (The published role
+ * and leader change one after the other: right after a step-down this node may still be named
+ * as leader, which must not become a redirect to itself.) */
+static bool leader_elsewhere(struct core *c)
+{
+    if (atomic_load(&c->st_role) == RAFT_LEADER)
+        return false;
+    uint64_t l = atomic_load(&c->st_leader);
+    return l != 0 && l != c->self_id;
+}
+
 int core_read_barrier(struct core *c, struct read_barrier *rb)
 {
     rb->err = 0;
@@ -3037,9 +3072,9 @@ int core_read_barrier(struct core *c, struct read_barrier *rb)
         rb->done(rb); /* one voter: its applied state is the committed state */
         return 0;
     }
-    int rc = core_write_check(c);
-    if (rc)
-        return rc;
+    /* With no leader known the core holds the read for about one election (rb_take). */
+    if (leader_elsewhere(c))
+        return ERR_NOT_LEADER;
     pthread_mutex_lock(&c->mu);
     if (c->stopping) {
         pthread_mutex_unlock(&c->mu);
@@ -3053,13 +3088,6 @@ int core_read_barrier(struct core *c, struct read_barrier *rb)
     pthread_mutex_unlock(&c->mu);
     pthread_cond_signal(&c->cond);
     return 0;
-}
-
-int core_write_check(struct core *c)
-{
-    if (!c->cluster || atomic_load(&c->st_role) == RAFT_LEADER)
-        return 0;
-    return atomic_load(&c->st_leader) ? ERR_NOT_LEADER : ERR_NO_LEADER;
 }
 
 bool core_cluster(struct core *c) { return c->cluster; }
@@ -3148,7 +3176,7 @@ int core_propose(struct core *c, struct proposal *p)
     if (f)
         return f;
     /* With no leader known the core holds the write for about one election (take_proposal). */
-    if (c->cluster && atomic_load(&c->st_role) != RAFT_LEADER && atomic_load(&c->st_leader))
+    if (c->cluster && leader_elsewhere(c))
         return ERR_NOT_LEADER;
     if (atomic_load(&c->nospace) && !frees_space(p->type))
         return ERR_NOSPACE;

@@ -118,7 +118,7 @@ int core_propose(struct core *c, struct proposal *p);
  * called; otherwise an error and done is never called. */
 struct read_barrier {
     struct read_barrier *next;  /* core-internal */
-    uint64_t seq, index, deadline_ns; /* core-internal */
+    uint64_t seq, index, deadline_ns, hold_until_ns; /* core-internal */
     int err;
     void (*done)(struct read_barrier *rb);
     void *ctx;
@@ -154,9 +154,6 @@ bool core_ready(struct core *c);
 /* The leader as this node knows it: 0 = none known, else fills url ("http://host:port") when
  * url_len > 0. In single-node mode: this node (url empty). */
 uint64_t core_leader(struct core *c, char *url, size_t url_len);
-/* In cluster mode, a write to this node would be refused: ERR_NOT_LEADER / ERR_NO_LEADER. 0 on
- * the leader and in single-node mode. Cheap (atomics). */
-int core_write_check(struct core *c);
 bool core_cluster(struct core *c);
 enum write_concern core_default_concern(struct core *c);
 

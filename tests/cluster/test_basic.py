@@ -138,7 +138,8 @@ def test_priority_and_transfer(make_cluster):
 def test_handover_holds_writes_and_redirects(make_cluster):
     """Writes that reach the leader while it hands leadership over are held, not refused: each
     is appended there (the transfer failed) or answered 307 to the new leader once it is known.
-    None gets a 503, and following the redirects loses and duplicates nothing."""
+    None gets a 503, and following the redirects loses and duplicates nothing. Linearizable
+    reads sent to the old leader get 200 or 307 as well."""
     c = make_cluster(3)
     s = client_session()
     li = c.wait_leader()
@@ -147,21 +148,29 @@ def test_handover_holds_writes_and_redirects(make_cluster):
     assert r.status_code in (200, 201), r.text
     answers = {}                                    # key -> first answer's status
     redirected = []
+    reads = {}
     transfer_sent = False
     deadline = time.monotonic() + 20
     k = 0
     # Write to the old leader until it has answered some writes with a redirect (or 20 s pass).
     while time.monotonic() < deadline and len(redirected) < 20:
         key = "ho-%d" % k
+        t0 = time.monotonic()
         r = s.post(old.url + "/broker/topics/ho/produce", data="v-%d" % k,
                    params={"partition": 0, "idempotency_key": key}, allow_redirects=False,
                    timeout=30)
-        assert r.status_code in (200, 307), (key, r.status_code, r.text)
+        assert r.status_code in (200, 307), (key, r.status_code, r.text,
+                                             "%.3f s" % (time.monotonic() - t0))
         answers[key] = r.status_code
         if r.status_code == 307:
             assert r.json()["error"] == "not_leader"
             assert r.headers["Location"].startswith(target.url + "/"), r.headers["Location"]
             redirected.append((key, r.headers["Location"], "v-%d" % k))
+        # a linearizable read (ReadIndex) meets the same hand-over: 200 or 307, never 503
+        r = s.get(old.url + "/broker/consume/ho/g1/0", allow_redirects=False, timeout=30,
+                  params={"offset": 0, "limit": 1, "consistency": "leader"})
+        assert r.status_code in (200, 307), ("read", k, r.status_code, r.text)
+        reads[r.status_code] = reads.get(r.status_code, 0) + 1
         k += 1
         if k == 50 and not transfer_sent:
             r = s.post(old.url + "/ha/membership",
@@ -169,6 +178,7 @@ def test_handover_holds_writes_and_redirects(make_cluster):
             assert r.status_code == 200, r.text
             transfer_sent = True
     assert transfer_sent and redirected, "no write was redirected within 20 s (%d sent)" % k
+    assert reads.get(307), reads
     for key, loc, body in redirected:               # what a client following 307 does
         r = s.post(loc, data=body, allow_redirects=False, timeout=30)
         assert r.status_code == 200, (key, r.text)
