@@ -33,7 +33,7 @@ UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 DEPS     := $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(BUILD)/src/main.d $(LIB_SRC:%.c=build-fuzz/%.d)
 
-.PHONY: all clean test unit integration cluster jepsen fuzz-replay fuzz fuzz-build bench soak deps test-deps
+.PHONY: all clean test unit integration cluster jepsen fuzz-replay fuzz fuzz-build bench bench-cluster soak deps test-deps
 
 all: ayder
 
@@ -103,6 +103,11 @@ test:
 
 bench: ayder
 	bench/run
+
+# Raft figures on this box (bench/cluster) and sparse-write latency on 3 nodes (bench/cluster-sparse).
+bench-cluster: ayder
+	bench/cluster
+	bench/cluster-sparse
 
 # Longer runs of the randomized tiers (not in CI): more simulation seeds, more SIGKILL cycles,
 # and every fuzz target for FUZZ_SECONDS each.
