@@ -2481,11 +2481,12 @@ static void hold(struct core *c, struct proposal *p)
     c->held_tail = p;
 }
 
-/* How long a write waits for a leader to become known: about one election. */
-static uint64_t leaderless_until(struct core *c, const struct proposal *p)
+/* How long a write or a linearizable read waits for a leader to become known: about one
+ * election, and never past its own deadline. */
+static uint64_t leaderless_until(struct core *c, uint64_t deadline_ns)
 {
     uint64_t t = clock_mono_ns() + (uint64_t)c->ha.election_timeout_ms * 1000000;
-    return t < p->deadline_ns ? t : p->deadline_ns;
+    return t < deadline_ns ? t : deadline_ns;
 }
 
 static void take_proposal(struct core *c, struct proposal *p)
@@ -2500,7 +2501,7 @@ static void take_proposal(struct core *c, struct proposal *p)
         } else {
             /* An election (or a leadership hand-over) is under way: wait for its outcome
              * rather than answer 503 at once. */
-            p->hold_until_ns = leaderless_until(c, p);
+            p->hold_until_ns = leaderless_until(c, p->deadline_ns);
             hold(c, p);
             return;
         }
@@ -2544,13 +2545,6 @@ static void rb_issue(struct core *c, struct read_barrier *rb)
     }
 }
 
-/* A read with no leader known waits for one about as long as a write does. */
-static uint64_t rb_leaderless_until(struct core *c, const struct read_barrier *rb)
-{
-    uint64_t t = clock_mono_ns() + (uint64_t)c->ha.election_timeout_ms * 1000000;
-    return t < rb->deadline_ns ? t : rb->deadline_ns;
-}
-
 static void rb_take(struct core *c, struct read_barrier *in)
 {
     while (in) {
@@ -2564,7 +2558,7 @@ static void rb_take(struct core *c, struct read_barrier *in)
             rb->done(rb);
         } else if (raft_role(c->raft) != RAFT_LEADER || !c->leader_ready) {
             if (raft_role(c->raft) != RAFT_LEADER)
-                rb->hold_until_ns = rb_leaderless_until(c, rb);
+                rb->hold_until_ns = leaderless_until(c, rb->deadline_ns);
             rb->next = c->rb_held;
             c->rb_held = rb;
         } else {
@@ -2648,7 +2642,7 @@ static void leader_transitions(struct core *c)
         /* Held writes were never appended: with the next leader unknown (a hand-over or an
          * election in progress) they wait for it, below, instead of failing with 503. */
         for (struct proposal *p = c->held_head; p; p = p->next)
-            p->hold_until_ns = leaderless_until(c, p);
+            p->hold_until_ns = leaderless_until(c, p->deadline_ns);
         /* Reads not yet confirmed wait for the next leader like held writes (then 307, or a
          * fresh ReadIndex if this node wins again). A confirmed read (rb_wait) stays: its index
          * was confirmed by a quorum while this node led, so it is answered once applied. */
@@ -2659,7 +2653,7 @@ static void leader_transitions(struct core *c)
             c->rb_held = rb;
         }
         for (struct read_barrier *rb = c->rb_held; rb; rb = rb->next)
-            rb->hold_until_ns = rb_leaderless_until(c, rb);
+            rb->hold_until_ns = leaderless_until(c, rb->deadline_ns);
         if (c->cluster)
             LOG_I("core", "raft: no longer leader (term %" PRIu64 ")", raft_term(c->raft));
     }
