@@ -1564,6 +1564,8 @@ static void h_ha_status(struct rctx *x)
     jw_ku64(&w, "applied_index", st.applied_index);
     jw_ku64(&w, "last_index", st.last_index);
     jw_ku64(&w, "durable_index", st.durable_index);
+    if (st.enabled)
+        jw_ku64(&w, "restart_index", st.restart_index);
     jw_kstr(&w, "write_concern", st.write_concern);
     jw_key(&w, "voters");
     jw_arr_open(&w);

@@ -160,6 +160,9 @@ struct core {
     bool cluster;
     uint64_t self_id;
     char *raft_dir;
+    struct io_file *mark_f;          /* raft/commit (cluster), opened at the first write */
+    uint64_t mark_index;             /* the last index written to it */
+    bool mark_failed;                /* a write failed: logged once */
     struct raft *raft;
     struct raft_storage storage;
     struct transport *tp;
@@ -206,6 +209,7 @@ struct core {
     bool snap_results;                     /* under mu: a stream finished */
     bool installing;
     _Atomic uint64_t st_snap_sent, st_snap_installed, st_snap_index;
+    _Atomic uint64_t st_mark;        /* commit mark written (cluster) */
     /* membership: the address book is c->ha.nodes[0..n_nodes) (grows as members are added);
      * it and pub_conf are written by the core thread under pub_mu and read by HTTP threads */
     pthread_mutex_t pub_mu;
@@ -1334,9 +1338,35 @@ static void conf_truncate(struct core *c, uint64_t from)
         sbuf_free(&c->confs[--c->n_confs].data);
 }
 
+/* Cluster: how far this node may re-apply its journal by itself after a restart: its commit
+ * mark (hardstate.h), if the journal still holds that index with that term; else 0. */
+static uint64_t replay_limit(struct core *c)
+{
+    char *dir = io_path_join(c->cfg.data_dir, "raft");
+    if (!dir)
+        return 0;
+    uint64_t index = 0, term = 0, t = 0;
+    bool damaged = false;
+    int rc = commitmark_load(c->cfg.fs, dir, &index, &term, &damaged);
+    xfree(dir);
+    if (rc || damaged) {
+        LOG_W("core", "raft/commit is unreadable or damaged: re-applying from the checkpoint only");
+        return 0;
+    }
+    if (index <= c->applied_index)
+        return 0;
+    if (index > journal_last_index(c->j) || journal_term_at(c->j, index, &t) != 0 || t != term) {
+        LOG_W("core", "raft/commit names index %" PRIu64 " (term %" PRIu64 ") which the journal "
+              "does not hold: re-applying from the checkpoint only", index, term);
+        return 0;
+    }
+    return index;
+}
+
 /* Read the journal after the snapshot. Single node: every entry in it is committed (the only
- * voter's durable log), so they are applied. Cluster: whether they are committed is learned from
- * the leader, so they are only scanned for configurations; Raft applies them once committed. */
+ * voter's durable log), so they are applied. Cluster: entries up to the commit mark are known
+ * committed and are applied; the rest is only scanned for configurations, and Raft applies it
+ * once the leader says it is committed. */
 static int replay(struct core *c)
 {
     uint64_t first = journal_first_index(c->j), last = journal_last_index(c->j);
@@ -1352,6 +1382,7 @@ static int replay(struct core *c)
               ": entries are missing", first, c->applied_index);
         return ERR_CORRUPT;
     }
+    uint64_t apply_to = c->cluster ? replay_limit(c) : UINT64_MAX;
     struct journal_iter *it;
     int rc = journal_iter_open(c->j, c->applied_index + 1, &it);
     if (rc)
@@ -1368,7 +1399,7 @@ static int replay(struct core *c)
         }
         if (type == RAFT_ENTRY_CONFIG && (rc = conf_push(c, index, payload)) != 0)
             break;
-        if (c->cluster)
+        if (index > apply_to)
             continue;
         /* The iterator's buffer is reused by the next call: apply from a copy and end the round
          * before moving on, so staged record slices never outlive their bytes. */
@@ -1881,10 +1912,40 @@ static int not_leader_err(struct core *c)
 static void check_space(struct core *c, bool force);
 
 /* Internal entries (retention floors, TTL expiry) are proposed by the leader only. */
+/* Cluster: record how far a restart may re-apply by itself (hardstate.h, commitmark): the
+ * applied index, capped at what the journal has fsynced (so the entries are there after a crash).
+ * Not fsynced: losing it only means a lower restart point. */
+static void write_commit_mark(struct core *c)
+{
+    uint64_t m = c->applied_index, d = journal_durable_index(c->j), t = 0;
+    if (d < m)
+        m = d;
+    if (!c->cluster || m <= c->mark_index || journal_term_at(c->j, m, &t) != 0)
+        return;
+    int rc = 0;
+    if (!c->mark_f) {
+        char *path = io_path_join(c->raft_dir, "commit");
+        rc = path ? io_open(c->cfg.fs, path, IO_CREATE, &c->mark_f) : ERR_NOMEM;
+        xfree(path);
+    }
+    if (!rc)
+        rc = commitmark_write(c->mark_f, m, t);
+    if (rc) {
+        if (!c->mark_failed)
+            LOG_W("core", "writing %s/commit: %s (a restart re-applies from the checkpoint)",
+                  c->raft_dir, err_message(rc));
+        c->mark_failed = true;
+        return;
+    }
+    c->mark_index = m;
+    atomic_store(&c->st_mark, m);
+}
+
 static void tick(struct core *c)
 {
     int64_t now = clock_wall_ms();
     check_space(c, true);
+    write_commit_mark(c);
     bool lead = c->leader_ready;
     /* Retention and TTL sweeps once a second (every 5th tick). Retention visits every partition
      * (index lookups, no data reads); TTL expiry reads only the expired head of the KV expiry
@@ -3030,6 +3091,8 @@ void core_close(struct core *c)
     seq_idem_clear(c);
     hmap_free(&c->seq_idem);
     xfree(c->raft_dir);
+    if (c->mark_f)
+        io_close(c->mark_f);
     if (c->j)
         journal_close(c->j);
     broker_close(c->broker);
@@ -3135,6 +3198,7 @@ void core_ha_status(struct core *c, struct core_ha_status *o)
     o->snapshots_sent = atomic_load(&c->st_snap_sent);
     o->snapshots_installed = atomic_load(&c->st_snap_installed);
     o->snapshot_index = atomic_load(&c->st_snap_index);
+    o->restart_index = atomic_load(&c->st_mark);
     if (!c->cluster) {
         snprintf(o->node_id, sizeof o->node_id, "single");
         return;

@@ -178,6 +178,7 @@ struct core_ha_status {
     uint64_t elections_won, leader_changes;
     uint64_t snapshots_sent, snapshots_installed;
     uint64_t snapshot_index; /* the newest checkpoint (the log's base, or one before it) */
+    uint64_t restart_index;  /* cluster: what a restart re-applies by itself (raft/commit) */
 };
 void core_ha_status(struct core *c, struct core_ha_status *out);
 

@@ -10,6 +10,7 @@
 
 #include "io/io.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define HARDSTATE_BYTES 32u
@@ -18,5 +19,21 @@
 int hardstate_load(struct io_fs *fs, const char *dir, uint64_t *term, uint64_t *vote);
 /* Durably replace dir/meta (dir must exist). 0 or an I/O error (the caller treats it as fatal). */
 int hardstate_save(struct io_fs *fs, const char *dir, uint64_t term, uint64_t vote);
+
+/* DATA_DIR/raft/commit: a committed index this node had applied and fsynced in its journal, with
+ * that entry's term. A restarted cluster node re-applies its journal up to it on its own, instead
+ * of serving the older checkpoint state until a leader re-tells it the commit index.
+ *
+ * Written in place without fsync (every 200 ms at most): after a crash it may be older than what
+ * the node had applied, or missing, or torn (CRC) -- all of which only mean a lower index. It is
+ * trusted only if the journal still holds that index with that term (Log Matching: then every
+ * entry up to it is the committed one). */
+#define COMMITMARK_BYTES 32u
+
+/* Read dir/commit. Missing or damaged: *index = *term = 0 and 0 (damaged also sets *damaged). */
+int commitmark_load(struct io_fs *fs, const char *dir, uint64_t *index, uint64_t *term,
+                    bool *damaged);
+/* Overwrite the mark in f (opened with IO_CREATE on dir/commit); no fsync. */
+int commitmark_write(struct io_file *f, uint64_t index, uint64_t term);
 
 #endif

@@ -190,3 +190,43 @@ def test_handover_holds_writes_and_redirects(make_cluster):
     assert [m["offset"] for m in msgs] == list(range(len(msgs)))
     assert sorted(m["value"] for m in msgs) == sorted("v-%d" % i for i in range(k))
     s.close()
+
+
+def test_restart_alone_serves_what_it_had_applied(make_cluster):
+    """A node restarted after SIGKILL re-applies its journal up to its commit mark by itself:
+    with every other node down (no leader to tell it the commit index) it still serves every
+    write it had applied before the crash, not just its last checkpoint's state."""
+    c = make_cluster(3)
+    s = client_session()
+    li = c.wait_leader()
+    r = s.post(c[li].url + "/broker/topics", data='{"name":"alone","partitions":1}', timeout=30)
+    assert r.status_code in (200, 201), r.text
+    for k in range(30):
+        r = produce(s, c[li], "m-%d" % k, topic="alone")
+        assert r.status_code == 200, r.text
+    c.wait_converged()
+    commit = c.leader_commit(c.wait_leader())
+    assert commit >= 32, commit                           # bootstrap, no-ops, topic, 30 writes
+    f = (li + 1) % 3
+    wait_for(lambda: c[f].status()["restart_index"] >= commit, 30,
+             "%s to record its commit mark at %d" % (c[f].id, commit))
+    for i in range(3):
+        c.kill(i)
+    c.restart(f)
+    wait_for(lambda: c[f].status() is not None, 30, "%s to answer after its restart" % c[f].id)
+    st = c[f].status()
+    assert st["applied_index"] >= commit, st
+    assert st["role"] != "leader", st                     # alone: no quorum, no leader
+    r = s.get(c[f].url + "/broker/consume/alone/g1/0", params={"offset": 0, "limit": 100},
+              timeout=30)
+    assert r.status_code == 200, r.text
+    assert [m["value"] for m in r.json()["messages"]] == ["m-%d" % k for k in range(30)]
+    # The others come back and the cluster carries on from there.
+    for i in range(3):
+        if i != f:
+            c.restart(i)
+    li = c.wait_leader(timeout=60)
+    r = produce(s, c[li], "after", topic="alone")
+    assert r.status_code in (200, 307), r.text
+    c.wait_converged()
+    s.close()

@@ -1,4 +1,4 @@
-/* test_core_parts.c -- the Raft hard state file and the entry tail cache. */
+/* test_core_parts.c -- the Raft hard state file, the commit mark and the entry tail cache. */
 #include "harness.h"
 
 #include "../sim/sim_fs.h"
@@ -32,6 +32,35 @@ TEST(hardstate_roundtrip_and_damage)
     REQUIRE(io_truncate(f, 20) == 0);
     io_close(f);
     CHECK(hardstate_load(fs, "/r", &t, &v) == ERR_CORRUPT);
+    sim_fs_free(s);
+}
+
+/* The commit mark: missing, torn or damaged reads as index 0 (a lower restart point), never as an
+ * error that stops the node and never as a made-up index. */
+TEST(commitmark_roundtrip_and_damage)
+{
+    struct sim_fs *s = sim_fs_new(8);
+    struct io_fs *fs = sim_fs_io(s);
+    REQUIRE(io_mkdir(fs, "/r") == 0);
+    uint64_t i = 9, t = 9;
+    bool damaged = true;
+    REQUIRE(commitmark_load(fs, "/r", &i, &t, &damaged) == 0);
+    CHECK(i == 0 && t == 0 && !damaged);
+    struct io_file *f;
+    REQUIRE(io_open(fs, "/r/commit", IO_CREATE, &f) == 0);
+    REQUIRE(commitmark_write(f, 41, 3) == 0);
+    REQUIRE(commitmark_write(f, 1234567, 4) == 0); /* overwritten in place */
+    REQUIRE(commitmark_load(fs, "/r", &i, &t, &damaged) == 0);
+    CHECK(i == 1234567 && t == 4 && !damaged);
+    uint8_t b = 0x5a; /* a flipped byte */
+    REQUIRE(io_pwrite(f, &b, 1, 10) == 0);
+    REQUIRE(commitmark_load(fs, "/r", &i, &t, &damaged) == 0);
+    CHECK(i == 0 && t == 0 && damaged);
+    REQUIRE(commitmark_write(f, 50, 5) == 0);
+    REQUIRE(io_truncate(f, 20) == 0); /* torn */
+    REQUIRE(commitmark_load(fs, "/r", &i, &t, &damaged) == 0);
+    CHECK(i == 0 && t == 0 && damaged);
+    io_close(f);
     sim_fs_free(s);
 }
 
