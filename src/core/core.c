@@ -3391,7 +3391,25 @@ int core_logcheck(const char *data_dir, bool repair)
     if (k.bad)
         printf("note: a damaged partition log tail is repaired at start-up from the journal; a damaged "
                "segment before the last checkpoint needs the journal or a replica\n");
+    /* Raft's files (cluster nodes): the hard state must be intact, the commit mark may not be. */
+    int hrc = 0;
+    char *rd = io_path_join(data_dir, "raft");
+    if (rd && io_exists(fs, rd) == 1) {
+        uint64_t term = 0, vote = 0, mi = 0, mt = 0;
+        bool damaged = false;
+        hrc = hardstate_load(fs, rd, &term, &vote);
+        if (hrc)
+            printf("raft/meta: %s (the node refuses to start: it could vote twice)\n",
+                   err_message(hrc));
+        else
+            printf("raft/meta: term %" PRIu64 ", vote %" PRIu64 ": ok\n", term, vote);
+        if (commitmark_load(fs, rd, &mi, &mt, &damaged) == 0 && damaged)
+            printf("raft/commit: damaged (harmless: a restart re-applies from the checkpoint only)\n");
+        else if (mi)
+            printf("raft/commit: index %" PRIu64 " (term %" PRIu64 "): ok\n", mi, mt);
+    }
+    xfree(rd);
     xfree(jd);
     xfree(td);
-    return rc ? rc : (k.bad ? ERR_CORRUPT : 0);
+    return rc ? rc : hrc ? hrc : (k.bad ? ERR_CORRUPT : 0);
 }

@@ -212,6 +212,25 @@ def test_logcheck_clean_dir_ok(make_node, data_dir):
     assert "ok" in r.stdout and "0 damaged" in r.stdout, r.stdout
 
 
+def test_damaged_raft_meta_refuses_to_start_and_logcheck_names_it(make_node, data_dir):
+    node, _values = populate(make_node, n=3)
+    assert node.stop() == 0
+    meta = os.path.join(data_dir, "raft", "meta")
+    r = run_tool("logcheck", data_dir)
+    assert r.returncode == 0 and "raft/meta: term" in r.stdout, r.stdout + r.stderr
+    with open(meta, "r+b") as f:                    # flip a byte of the term
+        f.seek(9)
+        b = f.read(1)
+        f.seek(9)
+        f.write(bytes([b[0] ^ 0x5A]))
+    r = run_tool("logcheck", data_dir)
+    assert r.returncode != 0 and "raft/meta" in r.stdout, r.stdout + r.stderr
+    node2 = make_node(port=node.port)
+    node2.start(wait=False)
+    assert wait_exit(node2) != 0, "started with a damaged raft/meta; log:\n" + node2.log()
+    assert "raft" in node2.log() and "meta" in node2.log(), node2.log()
+
+
 def test_logdump_prints_entries(make_node, data_dir):
     node, values = populate(make_node, n=6)
     node.kill()
