@@ -138,11 +138,11 @@ size_t kv_collect_expired(struct kv *kv, int64_t now_ms, size_t max, kv_expired_
  * included, sorted by (ns, key) so equal states give equal bytes) to out. Format in kv.c.
  * Returns 0, or ERR_NOMEM (out failed to grow). */
 int kv_snapshot_write(struct kv *kv, struct sbuf *out);
+/* Drop every key (before restoring a snapshot received from the leader); readers may run. */
+void kv_reset(struct kv *kv);
 /* Restore into an EMPTY kv (else ERR_INVALID). Damaged bytes (bad magic, version, CRC, structure,
  * invalid names, duplicate keys, versions above the revision) -> ERR_CORRUPT and the kv stays
  * empty. The configured size limits are not enforced: the snapshot is the agreed state. */
-/* Drop every key (before restoring a snapshot received from the leader); readers may run. */
-void kv_reset(struct kv *kv);
 int kv_snapshot_read(struct kv *kv, struct slice in);
 
 struct kv_stats {
