@@ -510,6 +510,20 @@ TEST(raft_snap_follower_installs_and_acks_in_same_ready)
     xfree(l);
 }
 
+/* The host fsynced the log up to `index` (term 1): the ready that follows carries exactly one
+ * ack to the leader (node 1), for `index`. */
+static void expect_ack_after_sync(struct raft *r, struct mem_log *l, uint64_t index)
+{
+    struct raft_ready rd;
+    raft_persisted(r, index, 1);
+    REQUIRE(host_ready(r, l, &rd));
+    REQUIRE(count_msgs(rd.msgs, rd.n_msgs, RAFT_MSG_APPEND_RESP, 1) == 1);
+    for (size_t i = 0; i < rd.n_msgs; i++)
+        if (rd.msgs[i].type == RAFT_MSG_APPEND_RESP)
+            CHECK(rd.msgs[i].index == index && !rd.msgs[i].reject);
+    raft_advance(r, &rd);
+}
+
 /* A follower acknowledges every entry once it is fsynced, also when an ack for an earlier part
  * went out in between: an ack that covers only part of what was appended must leave the rest
  * owed. (Without that, the last entry of a burst was acknowledged only by the next append, or
@@ -537,17 +551,9 @@ TEST(raft_follower_acks_each_fsync_after_a_partial_ack)
         raft_advance(r, &rd);
     }
     /* The first fsync covered entry 1 only: ack 1. */
-    raft_persisted(r, 1, 1);
-    REQUIRE(host_ready(r, l, &rd));
-    REQUIRE(count_msgs(rd.msgs, rd.n_msgs, RAFT_MSG_APPEND_RESP, 1) == 1);
-    CHECK(rd.msgs[0].index == 1);
-    raft_advance(r, &rd);
+    expect_ack_after_sync(r, l, 1);
     /* The next fsync covers entry 2: it must be acknowledged now, not on the next append. */
-    raft_persisted(r, 2, 1);
-    REQUIRE(host_ready(r, l, &rd));
-    REQUIRE(count_msgs(rd.msgs, rd.n_msgs, RAFT_MSG_APPEND_RESP, 1) == 1);
-    CHECK(rd.msgs[0].index == 2);
-    raft_advance(r, &rd);
+    expect_ack_after_sync(r, l, 2);
     /* An append that finds an unacknowledged fsynced prefix acks that prefix at once... */
     struct raft_msg ap = {.type = RAFT_MSG_APPEND, .from = 1, .to = 2, .term = 1, .index = 2,
                           .log_term = 1, .commit = 2, .n_entries = 1, .entries = &e[2]};
@@ -563,11 +569,7 @@ TEST(raft_follower_acks_each_fsync_after_a_partial_ack)
     CHECK(rd.msgs[0].index == 3);
     raft_advance(r, &rd);
     /* ...and still owes the rest: entry 4's fsync is acknowledged by itself. */
-    raft_persisted(r, 4, 1);
-    REQUIRE(host_ready(r, l, &rd));
-    REQUIRE(count_msgs(rd.msgs, rd.n_msgs, RAFT_MSG_APPEND_RESP, 1) == 1);
-    CHECK(rd.msgs[0].index == 4);
-    raft_advance(r, &rd);
+    expect_ack_after_sync(r, l, 4);
     raft_free(r);
     xfree(l);
 }
