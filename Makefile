@@ -7,7 +7,7 @@ CFLAGS   ?= $(OPT) -g
 WARN     := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
 DEFS     := -D_GNU_SOURCE
 INCS     := -Isrc
-LIBS     := -luv -ljansson -lssl -lcrypto -lpthread -lm
+LIBS     := -luv -ljansson -lssl -lcrypto -lavro -lprotobuf-c -lpthread -lm
 
 ifeq ($(SANITIZER),asan-ubsan)
   CFLAGS += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
@@ -26,7 +26,8 @@ endif
 BUILD    := build$(if $(SANITIZER),-$(SANITIZER))
 # One folder per layer; every .c under src/ except main.c goes into the library.
 LIB_SRC  := $(sort $(wildcard src/base/*.c src/io/*.c src/http/*.c src/journal/*.c src/raft/*.c \
-              src/broker/*.c src/kv/*.c src/metrics/*.c src/core/*.c src/api/*.c src/bench/*.c))
+              src/broker/*.c src/kv/*.c src/metrics/*.c src/core/*.c src/api/*.c src/bench/*.c \
+              src/stream/*.c src/stream/fmt/*.c src/schema/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c tests/sim/*.c))
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)

@@ -1,0 +1,22 @@
+/* json.h -- JSON text records: an on-demand, validating scanner (no DOM, no allocation on the
+ * common path).
+ *
+ * CONTRACT (other modules are written against these declarations; keep them):
+ *   sfmt_json_new, json_scan_validate.
+ * The implementation's own header comment (what it owns, invariants, limits) replaces this line.
+ */
+#ifndef AYDER_STREAM_FMT_JSON_H
+#define AYDER_STREAM_FMT_JSON_H
+
+#include "stream/fmt/fmt.h"
+
+#include <stdbool.h>
+
+/* Records are JSON objects (RFC 8259, UTF-8 validated, nesting at most 64 deep; anything else is
+ * ERR_CORRUPT, a valid non-object is ERR_INVALID). to_json copies the record's bytes as they are
+ * (after validation). */
+int sfmt_json_new(struct sfmt **out);
+/* Validate one JSON text (any value). True if valid. */
+bool json_scan_validate(const uint8_t *p, size_t n);
+
+#endif
