@@ -34,7 +34,7 @@ UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 DEPS     := $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(BUILD)/src/main.d $(LIB_SRC:%.c=build-fuzz/%.d)
 
-.PHONY: all clean test unit integration cluster jepsen fuzz-replay fuzz fuzz-build bench bench-cluster soak deps test-deps
+.PHONY: all clean test unit integration shim cluster jepsen fuzz-replay fuzz fuzz-build bench bench-cluster soak deps test-deps
 
 all: ayder
 
@@ -55,6 +55,12 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/unit_tests: $(UNIT_OBJ) $(BUILD)/libayder.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lhttp_parser
+
+# The power-loss shim (LD_PRELOAD) used by the integration tests: never linked into ayder.
+shim: $(BUILD)/fsync_shim.so
+$(BUILD)/fsync_shim.so: tools/fsync-shim/fsync_shim.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 
 unit: $(BUILD)/unit_tests
 	./$(BUILD)/unit_tests
@@ -88,8 +94,8 @@ fuzz: fuzz-build
 	  ./build-fuzz/$$t -max_total_time=$(FUZZ_SECONDS) build-fuzz/new-$$t tests/fuzz/corpus/$$t; \
 	done
 
-integration: ayder
-	/usr/bin/python3 -m pytest -q tests/integration
+integration: ayder $(BUILD)/fsync_shim.so
+	FSYNC_SHIM_LIB=$(CURDIR)/$(BUILD)/fsync_shim.so /usr/bin/python3 -m pytest -q tests/integration
 
 # Real-process cluster tests in a private network namespace (tests/cluster/run); `make jepsen`
 # runs the long version (more faults, longer workloads).

@@ -116,7 +116,8 @@ int broker_open(struct io_fs *fs, const char *data_dir, const struct broker_opts
         broker_close(b);
         return ERR_NOMEM;
     }
-    int rc = io_mkdir(fs, b->topics_dir);
+    /* Durable before any topic directory in it is (those are fsynced in topics/). */
+    int rc = io_mkdir_durable(fs, b->topics_dir);
     if (rc) {
         broker_close(b);
         return rc;
@@ -216,9 +217,7 @@ static int topic_create(struct broker *b, struct slice name, uint32_t nparts, ui
     char *dir = topic_dir(b, name, id);
     int rc = (!t->name || !t->parts || !dir) ? ERR_NOMEM : 0;
     if (!rc)
-        rc = io_mkdir(b->fs, dir);
-    if (!rc)
-        rc = io_sync_dir(b->fs, b->topics_dir);
+        rc = io_mkdir_durable(b->fs, dir);
     for (uint32_t i = 0; !rc && i < nparts; i++) {
         char leaf[16];
         snprintf(leaf, sizeof leaf, "%u", i);
@@ -630,9 +629,7 @@ static int trash_add(struct broker *b, const char *dir, uint64_t index)
     char *t = trash_name(dir);
     if (!t)
         return ERR_NOMEM;
-    int rc = io_rename(b->fs, dir, t);
-    if (!rc)
-        rc = io_sync_dir(b->fs, b->topics_dir);
+    int rc = io_rename_durable(b->fs, dir, t);
     if (rc) {
         xfree(t);
         return rc;
@@ -1100,9 +1097,7 @@ int broker_snapshot_read(struct broker *b, struct slice in)
             return ERR_NOMEM;
         }
         if (io_exists(b->fs, dir) == 0 && io_exists(b->fs, trash) == 1) {
-            int rrc = io_rename(b->fs, trash, dir);
-            if (!rrc)
-                rrc = io_sync_dir(b->fs, b->topics_dir);
+            int rrc = io_rename_durable(b->fs, trash, dir);
             if (rrc) {
                 xfree(dir);
                 xfree(trash);

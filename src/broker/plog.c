@@ -670,9 +670,7 @@ static int floor_write(struct plog *p, uint64_t off)
     if (rc == 0)
         rc = crc;
     if (rc == 0)
-        rc = io_rename(p->fs, tmp, path);
-    if (rc == 0)
-        rc = io_sync_dir(p->fs, p->dir);
+        rc = io_rename_durable(p->fs, tmp, path);
     return rc;
 }
 

@@ -1098,6 +1098,10 @@ static int checkpoint_write(struct core *c, const struct sbuf *b, uint64_t index
             xfree(p);
         }
     }
+    /* One directory fsync for every deletion: an undone one only brings back an older snapshot
+     * (recovery loads the newest valid one) and the disk space it held; the next checkpoint
+     * deletes it again. */
+    io_sync_dir(c->cfg.fs, c->snap_dir);
     LOG_I("core", "checkpoint at index %" PRIu64 " written in %.1f ms", index,
           (double)(clock_mono_ns() - t0) / 1e6);
     return 0;
@@ -1535,9 +1539,7 @@ static int raft_setup(struct core *c)
     c->raft_dir = io_path_join(cfg->data_dir, "raft");
     if (!c->raft_dir)
         return ERR_NOMEM;
-    int rc = io_mkdir(fs, c->raft_dir);
-    if (!rc)
-        rc = io_sync_dir(fs, cfg->data_dir);
+    int rc = io_mkdir_durable(fs, c->raft_dir);
     if (rc)
         return rc;
     uint64_t term = 0, vote = 0;
@@ -1669,28 +1671,14 @@ int core_open(const struct core_config *cfg, struct core **out)
     tailcache_init(&c->cache, c->cluster ? CACHE_MAX_ENTRIES : 1,
                    c->cluster ? CACHE_MAX_BYTES : 0);
     struct io_fs *fs = cfg->fs;
-    int rc = io_mkdir(fs, cfg->data_dir);
     /* The data dir's own entry must be durable too: fsync its parent. */
-    char *parent = xstrndup(cfg->data_dir, strlen(cfg->data_dir));
-    if (!rc && parent) {
-        char *slash = strrchr(parent, '/');
-        if (slash == parent)
-            slash[1] = 0;
-        else if (slash)
-            *slash = 0;
-        else
-            strcpy(parent, ".");
-        rc = io_sync_dir(fs, parent);
-    }
-    xfree(parent);
+    int rc = io_mkdir_durable(fs, cfg->data_dir);
     c->journal_dir = io_path_join(cfg->data_dir, "journal");
     c->snap_dir = io_path_join(cfg->data_dir, "snapshot");
     if (!rc && (!c->journal_dir || !c->snap_dir))
         rc = ERR_NOMEM;
     if (!rc)
-        rc = io_mkdir(fs, c->snap_dir);
-    if (!rc)
-        rc = io_sync_dir(fs, cfg->data_dir);
+        rc = io_mkdir_durable(fs, c->snap_dir);
     if (rc) {
         LOG_E("core", "data dir %s: %s (errno %d)", cfg->data_dir, err_message(rc), io_last_errno());
         goto fail;
@@ -1922,14 +1910,11 @@ static void write_commit_mark(struct core *c)
         m = d;
     if (!c->cluster || m <= c->mark_index || journal_term_at(c->j, m, &t) != 0)
         return;
-    int rc = 0;
-    if (!c->mark_f) {
-        char *path = io_path_join(c->raft_dir, "commit");
-        rc = path ? io_open(c->cfg.fs, path, IO_CREATE, &c->mark_f) : ERR_NOMEM;
-        xfree(path);
-    }
-    if (!rc)
-        rc = commitmark_write(c->mark_f, m, t);
+    /* The first mark of a process creates the file durably (once: two fsyncs on this thread);
+     * the name of a file made with a bare create would be lost with power even if the
+     * following overwrites were not, and an empty file reads as a damaged mark. */
+    int rc = c->mark_f ? commitmark_write(c->mark_f, m, t)
+                       : commitmark_create(c->cfg.fs, c->raft_dir, m, t, &c->mark_f);
     if (rc) {
         if (!c->mark_failed)
             LOG_W("core", "writing %s/commit: %s (a restart re-applies from the checkpoint)",

@@ -100,6 +100,20 @@ int commitmark_load(struct io_fs *fs, const char *dir, uint64_t *index, uint64_t
     return rc < 0 ? rc : 0;
 }
 
+int commitmark_create(struct io_fs *fs, const char *dir, uint64_t index, uint64_t term,
+                      struct io_file **out)
+{
+    *out = NULL;
+    uint8_t b[COMMITMARK_BYTES];
+    encode(b, CM_MAGIC, index, term);
+    int rc = io_replace_file(fs, dir, "commit", "commit.tmp", b, sizeof b);
+    if (rc)
+        return rc;
+    char path[4096];
+    rc = path_of(path, sizeof path, dir, "commit");
+    return rc ? rc : io_open(fs, path, IO_RDWR, out);
+}
+
 int commitmark_write(struct io_file *f, uint64_t index, uint64_t term)
 {
     uint8_t b[COMMITMARK_BYTES];

@@ -33,7 +33,14 @@ int hardstate_save(struct io_fs *fs, const char *dir, uint64_t term, uint64_t vo
 /* Read dir/commit. Missing or damaged: *index = *term = 0 and 0 (damaged also sets *damaged). */
 int commitmark_load(struct io_fs *fs, const char *dir, uint64_t *index, uint64_t *term,
                     bool *damaged);
-/* Overwrite the mark in f (opened with IO_CREATE on dir/commit); no fsync. */
+/* Write dir/commit holding this mark durably (tmp, fsync, rename, fsync dir) and open it for
+ * commitmark_write into *out (close it with io_close). Called once per process, for the first
+ * mark: from then on the file's name and 32 valid bytes survive a power loss, so the in-place
+ * overwrites that follow can only leave an older mark (or, torn, a damaged one), never a file
+ * that is missing or empty because its creation was never made durable. */
+int commitmark_create(struct io_fs *fs, const char *dir, uint64_t index, uint64_t term,
+                      struct io_file **out);
+/* Overwrite the mark in f (from commitmark_create) in place; no fsync. */
 int commitmark_write(struct io_file *f, uint64_t index, uint64_t term);
 
 #endif

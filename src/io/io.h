@@ -89,6 +89,19 @@ static inline int io_free_bytes(struct io_fs *fs, const char *path, uint64_t *ou
 int io_pread_full(struct io_file *f, void *buf, size_t n, uint64_t off);
 /* "dir/name" in a new heap string (xfree it); NULL when out of memory. */
 char *io_path_join(const char *dir, const char *name);
+/* Name operations made durable (docs/DISK_FORMAT.md "Name operations"): a file's name is
+ * durable only after an fsync of the directory that holds it (contract 2), so every create,
+ * rename, unlink or mkdir that recovery relies on goes through one of these, or is followed by an
+ * io_sync_dir of its directory before anything depends on it.
+ *
+ * io_sync_parent fsyncs the directory holding path ("." for a bare name, "/" for "/x").
+ * io_rename_durable fsyncs the directory of `to`, then that of `from` if it is another one.
+ * io_unlink_durable and io_mkdir_durable fsync the parent after the operation (mkdir: even if the
+ * directory already existed, so a directory made by an earlier crashed run becomes durable too). */
+int io_sync_parent(struct io_fs *fs, const char *path);
+int io_rename_durable(struct io_fs *fs, const char *from, const char *to);
+int io_unlink_durable(struct io_fs *fs, const char *path);
+int io_mkdir_durable(struct io_fs *fs, const char *path);
 /* Replace dir/name with these bytes durably: write dir/tmp_name (NULL: "<name>.tmp"), fsync it,
  * rename it over dir/name, fsync dir. A crash leaves the old file or the new one, never a mix. */
 int io_replace_file(struct io_fs *fs, const char *dir, const char *name, const char *tmp_name,

@@ -180,16 +180,6 @@ static int run_add(struct journal *j, uint64_t index, uint64_t term)
     return 0;
 }
 
-static char *path_parent(const char *dir)
-{
-    const char *slash = strrchr(dir, '/');
-    if (!slash)
-        return xstrndup(".", 1);
-    if (slash == dir)
-        return xstrndup("/", 1);
-    return xstrndup(dir, (size_t)(slash - dir));
-}
-
 static int unlink_seg(struct journal *j, size_t i);
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -377,8 +367,11 @@ int journal_make_spare(struct io_fs *fs, const char *dir, uint64_t segment_bytes
     int rc2 = io_close(f);
     if (!rc)
         rc = rc2;
+    /* Durable name before it counts as made: an undone rename would otherwise leave the next run
+     * a full-size spare.tmp to delete and write again (spare.tmp's own creation needs no fsync of
+     * its own: this one covers it, and a lost spare.tmp is only unlinked at the next attempt). */
     if (!rc)
-        rc = io_rename(fs, tmp, spare);
+        rc = io_rename_durable(fs, tmp, spare);
     if (rc)
         io_unlink(fs, tmp);
     return rc;
@@ -658,9 +651,7 @@ static int delete_from(struct recover *r, size_t from)
     char path[4096];
     for (size_t k = r->segs.n; k-- > from;) {
         jseg_path(path, sizeof path, r->dir, r->segs.v[k]);
-        int rc = io_unlink(r->fs, path);
-        if (!rc)
-            rc = io_sync_dir(r->fs, r->dir);
+        int rc = io_unlink_durable(r->fs, path);
         if (rc)
             return rc;
     }
@@ -705,8 +696,7 @@ static int drop_empty_last(struct recover *r, size_t i, struct io_file **f, cons
         return 0;
     io_close(*f);
     *f = NULL;
-    int rc = io_unlink(r->fs, path);
-    return rc ? rc : io_sync_dir(r->fs, r->dir);
+    return io_unlink_durable(r->fs, path);
 }
 
 /* Scan segment i. Returns 0 to continue, 1 to stop (repaired or empty last segment), < 0 error. */
@@ -938,17 +928,9 @@ int journal_open(struct io_fs *fs, const char *dir, const struct journal_opts *o
         xfree(j);
         return ERR_NOMEM;
     }
-    int rc = io_exists(fs, dir);
-    if (rc == 0) {
-        /* A new journal directory must itself be durable before any segment in it is. */
-        char *parent = path_parent(dir);
-        rc = parent ? io_mkdir(fs, dir) : ERR_NOMEM;
-        if (!rc)
-            rc = io_sync_dir(fs, parent);
-        xfree(parent);
-    } else if (rc == 1) {
-        rc = 0;
-    }
+    /* The journal directory must itself be durable before any segment in it is; made durable
+     * even if it exists, since a run that crashed right after creating it may not have. */
+    int rc = io_mkdir_durable(fs, dir);
     struct recover r = {.fs = fs, .dir = dir, .mode = SCAN_OPEN, .j = j, .rec = rec};
     if (!rc)
         rc = recover_run(&r);
@@ -1147,10 +1129,7 @@ static int unlink_seg(struct journal *j, size_t i)
         io_close(s->f);
         s->f = NULL;
     }
-    int rc = s->created ? io_unlink(j->fs, path) : 0;
-    if (!rc && s->created)
-        rc = io_sync_dir(j->fs, j->dir);
-    return rc;
+    return s->created ? io_unlink_durable(j->fs, path) : 0;
 }
 
 /* Segment k exists on disk, by a durable name, with at least one durable entry: deleting its

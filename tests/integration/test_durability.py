@@ -318,7 +318,8 @@ def fsync_shim():
     """Path of the shim .so: $FSYNC_SHIM_LIB, else built from source into a temp dir."""
     lib = os.environ.get("FSYNC_SHIM_LIB")
     if lib:
-        return lib
+        yield lib  # a generator fixture must yield, even for a prebuilt shim
+        return
     cc = shutil.which("gcc") or shutil.which("cc")
     if not cc:
         pytest.skip("no C compiler to build the fsync shim")

@@ -16,6 +16,9 @@
  *     R <old> <new>      a rename succeeded
  *     U <path>           an unlink succeeded
  *     T <size> <path>    an ftruncate succeeded (informational)
+ *     K <copy> <path>    (only with FSYNC_SHIM_BACKUP) the file at <path> that the next R (as its
+ *                        <new>) or U of <path> replaced or removed is kept, hard-linked, at
+ *                        <copy>: a test that undoes that R or U can bring the old file back
  *
  * Invariants:
  *  1. A record is written with ONE write(2) on an O_APPEND descriptor, so records from different
@@ -63,6 +66,8 @@ static int (*real_mkdirat)(int, const char *, mode_t);
 static int (*real_ftruncate)(int, off_t);
 
 static int state_fd = -1;
+static const char *backup; /* FSYNC_SHIM_BACKUP: a directory on the same file system */
+static atomic_ulong next_backup;
 static const char *root;
 static size_t root_len;
 static atomic_ulong next_id;
@@ -90,6 +95,9 @@ __attribute__((constructor)) static void shim_init(void)
     real_ftruncate = sym("ftruncate");
     const char *path = getenv("FSYNC_SHIM_STATE");
     root = getenv("FSYNC_SHIM_ROOT");
+    backup = getenv("FSYNC_SHIM_BACKUP");
+    if (backup && !*backup)
+        backup = NULL;
     root_len = root ? strlen(root) : 0;
     if (path && *path && real_open) {
         int saved = errno;
@@ -296,14 +304,43 @@ int fdatasync(int fd)
     return do_sync(fd, real_fdatasync);
 }
 
-static int do_rename(int olddirfd, const char *oldp, int newdirfd, const char *newp, int rc)
+/* Before a rename over, or an unlink of, a tracked regular file: hard-link it into the backup
+ * directory (copy[0] = 0 if not kept). The caller emits "K" only if the operation succeeded and
+ * removes the copy otherwise. */
+static void keep_copy(int dirfd, const char *path, char *copy, size_t cap)
+{
+    copy[0] = 0;
+    if (!backup || state_fd < 0)
+        return;
+    char a[PATH_MAX];
+    struct stat st;
+    if (abs_path(dirfd, path, a, sizeof a) || !tracked(a) || lstat(a, &st) || !S_ISREG(st.st_mode))
+        return;
+    int n = snprintf(copy, cap, "%s/%lu", backup, atomic_fetch_add(&next_backup, 1) + 1);
+    if (n <= 0 || (size_t)n >= cap || link(a, copy) != 0)
+        copy[0] = 0;
+}
+
+static void drop_copy(const char *copy)
+{
+    if (copy[0] && real_unlink)
+        real_unlink(copy);
+}
+
+static int do_rename(int olddirfd, const char *oldp, int newdirfd, const char *newp, int rc,
+                     const char *copy)
 {
     int saved = errno;
     if (rc == 0 && state_fd >= 0) {
         char a[PATH_MAX], b[PATH_MAX];
         if (abs_path(olddirfd, oldp, a, sizeof a) == 0 && abs_path(newdirfd, newp, b, sizeof b) == 0
-            && (tracked(a) || tracked(b)))
+            && (tracked(a) || tracked(b))) {
+            if (copy[0])
+                emit("K %s %s\n", copy, b);
             emit("R %s %s\n", a, b);
+        }
+    } else {
+        drop_copy(copy);
     }
     errno = saved;
     return rc;
@@ -311,22 +348,32 @@ static int do_rename(int olddirfd, const char *oldp, int newdirfd, const char *n
 
 int rename(const char *oldp, const char *newp)
 {
-    return do_rename(AT_FDCWD, oldp, AT_FDCWD, newp, real_rename(oldp, newp));
+    char copy[PATH_MAX];
+    keep_copy(AT_FDCWD, newp, copy, sizeof copy);
+    return do_rename(AT_FDCWD, oldp, AT_FDCWD, newp, real_rename(oldp, newp), copy);
 }
 
 int renameat(int olddirfd, const char *oldp, int newdirfd, const char *newp)
 {
-    return do_rename(olddirfd, oldp, newdirfd, newp, real_renameat(olddirfd, oldp, newdirfd, newp));
+    char copy[PATH_MAX];
+    keep_copy(newdirfd, newp, copy, sizeof copy);
+    return do_rename(olddirfd, oldp, newdirfd, newp,
+                     real_renameat(olddirfd, oldp, newdirfd, newp), copy);
 }
 
 /* The path is resolved before the call (the directory part must still exist afterwards). */
-static int do_path_event(char tag, int dirfd, const char *path, int rc)
+static int do_path_event(char tag, int dirfd, const char *path, int rc, const char *copy)
 {
     int saved = errno;
     if (rc == 0 && state_fd >= 0) {
         char a[PATH_MAX];
-        if (abs_path(dirfd, path, a, sizeof a) == 0 && tracked(a))
+        if (abs_path(dirfd, path, a, sizeof a) == 0 && tracked(a)) {
+            if (copy[0])
+                emit("K %s %s\n", copy, a);
             emit("%c %s\n", tag, a);
+        }
+    } else {
+        drop_copy(copy);
     }
     errno = saved;
     return rc;
@@ -334,22 +381,28 @@ static int do_path_event(char tag, int dirfd, const char *path, int rc)
 
 int unlink(const char *path)
 {
-    return do_path_event('U', AT_FDCWD, path, real_unlink(path));
+    char copy[PATH_MAX];
+    keep_copy(AT_FDCWD, path, copy, sizeof copy);
+    return do_path_event('U', AT_FDCWD, path, real_unlink(path), copy);
 }
 
 int unlinkat(int dirfd, const char *path, int flags)
 {
-    return do_path_event('U', dirfd, path, real_unlinkat(dirfd, path, flags));
+    char copy[PATH_MAX];
+    copy[0] = 0;
+    if (!(flags & AT_REMOVEDIR))
+        keep_copy(dirfd, path, copy, sizeof copy);
+    return do_path_event('U', dirfd, path, real_unlinkat(dirfd, path, flags), copy);
 }
 
 int mkdir(const char *path, mode_t mode)
 {
-    return do_path_event('M', AT_FDCWD, path, real_mkdir(path, mode));
+    return do_path_event('M', AT_FDCWD, path, real_mkdir(path, mode), "");
 }
 
 int mkdirat(int dirfd, const char *path, mode_t mode)
 {
-    return do_path_event('M', dirfd, path, real_mkdirat(dirfd, path, mode));
+    return do_path_event('M', dirfd, path, real_mkdirat(dirfd, path, mode), "");
 }
 
 int ftruncate(int fd, off_t size)
