@@ -230,7 +230,7 @@ def produce(leader, tag, n, acked):
         try:
             r = s.post(leader.node.url + "/broker/topics/%s/produce" % TOPIC, headers=AUTH,
                        params={"partition": str(k % NPARTS)}, data=v.encode(), timeout=10,
-                       allow_redirects=False)
+                       allow_redirects=True)  # a 307 during a hand-over follows the new leader
         except requests.RequestException:
             continue
         if r.status_code == 200 and r.json().get("ok") is not False:
