@@ -19,7 +19,7 @@ struct proto_schema;
 struct proto_msg;
 
 /* Resolves `import "x.proto";` to the text of the imported file (the schema registry maps an
- * import to a referenced subject). Returns 0 and sets *text/*len (borrowed until the parse
+ * import to a referenced subject). Returns 0 and sets *text and *len (borrowed until the parse
  * returns), or ERR_NOT_FOUND. */
 typedef int (*proto_import_fn)(void *ctx, const char *name, const char **text, size_t *len);
 
