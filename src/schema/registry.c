@@ -52,7 +52,6 @@
 #include "base/hmap.h"
 #include "base/json.h"
 #include "stream/fmt/avro.h"
-#include "stream/fmt/pending.h"
 #include "stream/fmt/proto.h"
 
 _Static_assert((int)SCHEMA_AVRO == (int)SFMT_SCHEMA_AVRO &&
@@ -538,19 +537,11 @@ static int parse_desc(const struct schema_registry *r, const struct schema_desc 
             serr_set(e, "/references", "references are not supported for AVRO schemas");
             return ERR_SCHEMA_INVALID;
         }
-        if (!avro_schema_parse || !avro_schema_free || !avro_schema_canonical) {
-            serr_set(e, "/schemaType", "this build has no Avro schema parser");
-            return ERR_NOT_IMPLEMENTED;
-        }
         rc = avro_schema_parse((const char *)d->text.ptr, d->text.len, avro, e);
         if (rc == 0 && canon)
             avro_schema_canonical(*avro, canon);
         break;
     case SCHEMA_PROTOBUF:
-        if (!proto_schema_parse || !proto_schema_from_fds || !proto_schema_free) {
-            serr_set(e, "/schemaType", "this build has no Protobuf schema parser");
-            return ERR_NOT_IMPLEMENTED;
-        }
         if (d->flags & SCHEMA_F_FDS) {
             rc = proto_schema_from_fds(d->text, proto, e);
         } else {

@@ -106,7 +106,7 @@ struct schema_desc {
  * JSON: jansson, must be an object). For Avro the Parsing Canonical Form is appended to canon
  * and d->canon points at it (canon must stay alive while d is used); otherwise d->canon is left
  * empty. Errors: ERR_SCHEMA_INVALID with e->path/e->msg naming the offending place,
- * ERR_TOO_LARGE, ERR_NOMEM; ERR_NOT_IMPLEMENTED if this build has no parser for the type. */
+ * ERR_TOO_LARGE, ERR_NOMEM. */
 int schema_registry_prepare(struct schema_registry *r, struct schema_desc *d, struct sbuf *canon,
                             struct serr *e);
 
@@ -156,8 +156,7 @@ int schema_registry_versions(struct schema_registry *r, struct slice subject, sc
  * first use (Protobuf imports resolved through the stored references) and cached in the registry,
  * so records never re-parse. The caller releases it with schema_ref_release(); it outlives a
  * reset or free of the registry. ERR_SCHEMA_NOT_FOUND, ERR_SCHEMA_INVALID (+ e: the stored
- * schema does not parse with this build's parser), ERR_NOT_IMPLEMENTED (no parser for the type in
- * this build), ERR_NOMEM. */
+ * schema does not parse with this build's parser), ERR_NOMEM. */
 struct schema_ref {
     uint32_t id;
     uint8_t type; /* enum schema_type; == SFMT_SCHEMA_* of confluent.h */

@@ -2,16 +2,13 @@
  * versions, idempotence, references, limits, snapshot round trip and damage, reset, the entry
  * codec, and the parsed-schema lookup.
  *
- * Tests that need the Avro or Protobuf parsers (branches fmt-avro / fmt-proto) print
- * "NEEDS fmt-avro" / "NEEDS fmt-proto" and check that the registry answers ERR_NOT_IMPLEMENTED
- * while the parser is absent; once merged they check the real behaviour. */
+ * The Avro and Protobuf schema parsers come from stream/fmt (merged from fmt-avro / fmt-proto). */
 #include "harness.h"
 
 #include "base/err.h"
 #include "broker/entry.h"
 #include "schema/registry.h"
 #include "stream/fmt/avro.h"
-#include "stream/fmt/pending.h"
 #include "stream/fmt/proto.h"
 
 #include <stdlib.h>
@@ -427,10 +424,7 @@ TEST(schema_avro_parse)
     const char *rec = "{\"type\": \"record\", \"name\": \"User\", \"fields\": "
                       "[{\"name\": \"id\", \"type\": \"long\"}]}";
     struct schema_desc d = {SCHEMA_AVRO, 0, slice_cstr(rec), {NULL, 0}, NULL, 0};
-    if (!avro_schema_parse) {
-        printf("  NEEDS fmt-avro: Avro parsing is not linked; checking the 501 path only\n");
-        CHECK_EQ_INT(schema_registry_prepare(r, &d, &canon, &e), ERR_NOT_IMPLEMENTED);
-    } else {
+    {
         CHECK_EQ_INT(schema_registry_prepare(r, &d, &canon, &e), 0);
         CHECK(d.canon.len > 0); /* the spaces go: canonical form differs from the text */
         struct schema_result res, res2;
@@ -467,10 +461,7 @@ TEST(schema_proto_parse_imports)
     const char *main_ = "syntax = \"proto3\";\nimport \"dep.proto\";\n"
                         "message Order { string id = 1; dep.Money total = 2; }\n";
     struct schema_desc d = {SCHEMA_PROTOBUF, 0, slice_cstr(dep), {NULL, 0}, NULL, 0};
-    if (!proto_schema_parse) {
-        printf("  NEEDS fmt-proto: Protobuf parsing is not linked; checking the 501 path only\n");
-        CHECK_EQ_INT(schema_registry_prepare(r, &d, &canon, &e), ERR_NOT_IMPLEMENTED);
-    } else {
+    {
         struct schema_result res;
         CHECK_EQ_INT(schema_registry_prepare(r, &d, &canon, &e), 0);
         CHECK_EQ_INT(schema_registry_apply_register(r, SLICE_LIT("dep"), &d, &res), 0);

@@ -1,5 +1,6 @@
 /* pending.h -- TRANSITIONAL: weak references to format-contract functions whose implementations
- * are being written on other branches (fmt-avro, fmt-proto, the JSON scanner).
+ * are being written on other branches (the Protobuf decoder on fmt-proto, the JSON scanner). The
+ * schema parsers (avro_schema_*, proto_schema_*) are merged and referenced normally.
  *
  * Until those land, a weak undefined function has the address NULL, so callers test it and answer
  * ERR_NOT_IMPLEMENTED instead of failing to link. DELETE THIS FILE (and every #include of it) once
@@ -13,14 +14,6 @@
 #include "stream/fmt/json.h"
 #include "stream/fmt/proto.h"
 
-#pragma weak avro_schema_parse
-#pragma weak avro_schema_free
-#pragma weak avro_schema_canonical
-#pragma weak sfmt_avro_new
-#pragma weak proto_schema_parse
-#pragma weak proto_schema_from_fds
-#pragma weak proto_schema_free
-#pragma weak proto_message_by_index
 #pragma weak sfmt_proto_new
 #pragma weak sfmt_json_new
 
