@@ -480,3 +480,78 @@ TEST(schema_proto_parse_imports)
     sbuf_free(&canon);
     schema_registry_free(r);
 }
+
+/* ---- the Confluent wire format over the registry ------------------------------------------ */
+
+#include "stream/fmt/confluent.h"
+
+TEST(schema_confluent_frame)
+{
+    uint32_t id;
+    int64_t idx[SFMT_CONFLUENT_INDEXES_MAX];
+    size_t n;
+    struct slice pl;
+    const char *err = NULL;
+    const uint8_t avro[] = {0, 0, 0, 1, 0x2c, 0xaa};
+    CHECK_EQ_INT(sfmt_confluent_frame(slice_of(avro, sizeof avro), false, &id, idx, &n, &pl, &err), 0);
+    CHECK(id == 300 && n == 0 && pl.len == 1 && pl.ptr[0] == 0xaa);
+    const uint8_t p0[] = {0, 0, 0, 0, 7, 0x00, 0x08, 0x01};
+    CHECK_EQ_INT(sfmt_confluent_frame(slice_of(p0, sizeof p0), true, &id, idx, &n, &pl, &err), 0);
+    CHECK(id == 7 && n == 1 && idx[0] == 0 && pl.len == 2);
+    const uint8_t p2[] = {0, 0, 0, 0, 7, 0x04, 0x02, 0x00, 0x08};
+    CHECK_EQ_INT(sfmt_confluent_frame(slice_of(p2, sizeof p2), true, &id, idx, &n, &pl, &err), 0);
+    CHECK(n == 2 && idx[0] == 1 && idx[1] == 0 && pl.len == 1);
+    const uint8_t neg[] = {0, 0, 0, 0, 7, 0x01};
+    CHECK_EQ_INT(sfmt_confluent_frame(slice_of(neg, sizeof neg), true, &id, idx, &n, &pl, &err),
+                 ERR_CORRUPT);
+    const uint8_t v1[] = {1, 0, 0, 0, 7, 0};
+    CHECK_EQ_INT(sfmt_confluent_frame(slice_of(v1, sizeof v1), false, &id, idx, &n, &pl, &err),
+                 ERR_CORRUPT);
+    CHECK(err && strstr(err, "0x01"));
+    const uint8_t shortrec[] = {0, 0, 0};
+    CHECK_EQ_INT(sfmt_confluent_frame(slice_of(shortrec, 3), false, &id, idx, &n, &pl, &err),
+                 ERR_CORRUPT);
+    CHECK_EQ_INT(sfmt_confluent_frame(SLICE_LIT("{\"a\":1}"), false, &id, idx, &n, &pl, &err),
+                 ERR_CORRUPT);
+}
+
+TEST(schema_confluent_avro_records)
+{
+    struct schema_registry *r = schema_registry_new(NULL);
+    REQUIRE(r);
+    const char *text = "{\"type\":\"record\",\"name\":\"U\",\"fields\":[{\"name\":\"id\",\"type\":"
+                       "\"long\"},{\"name\":\"name\",\"type\":\"string\"}]}";
+    struct schema_desc d = {SCHEMA_AVRO, 0, slice_cstr(text), {NULL, 0}, NULL, 0};
+    struct sbuf canon, out;
+    sbuf_init(&canon, 0);
+    sbuf_init(&out, 0);
+    struct serr e;
+    struct schema_result res;
+    REQUIRE(schema_registry_prepare(r, &d, &canon, &e) == 0);
+    REQUIRE(schema_registry_apply_register(r, SLICE_LIT("u-value"), &d, &res) == 0);
+    struct sfmt *f = NULL;
+    REQUIRE(sfmt_confluent_new(schema_registry_sfmt_lookup, schema_registry_sfmt_release, r, &f) == 0);
+    struct arena a;
+    arena_init(&a, 1 << 20);
+    const char *err = NULL;
+    uint8_t rec[] = {0, 0, 0, 0, (uint8_t)res.id, 0x2a, 0x04, 'h', 'i'};
+    for (int i = 0; i < 3; i++) { /* the second and third hit the cache */
+        sbuf_reset(&out);
+        CHECK_EQ_INT(f->ops->to_json(f, slice_of(rec, sizeof rec), &out, &a, &err), 0);
+        CHECK(out.len == 21 && memcmp(out.data, "{\"id\":21,\"name\":\"hi\"}", 21) == 0);
+    }
+    uint8_t unknown[] = {0, 0, 0, 0, 99, 0x2a};
+    CHECK_EQ_INT(f->ops->to_json(f, slice_of(unknown, sizeof unknown), &out, &a, &err), ERR_CORRUPT);
+    CHECK(err && strstr(err, "99"));
+    uint8_t bare[] = {0x2a, 0x04, 'h', 'i', 0};
+    CHECK_EQ_INT(f->ops->to_json(f, slice_of(bare, sizeof bare), &out, &a, &err), ERR_CORRUPT);
+    /* the format outlives a registry reset (it holds its parsed schema) */
+    schema_registry_reset(r);
+    sbuf_reset(&out);
+    CHECK_EQ_INT(f->ops->to_json(f, slice_of(rec, sizeof rec), &out, &a, &err), 0);
+    sfmt_free(f);
+    arena_free(&a);
+    sbuf_free(&canon);
+    sbuf_free(&out);
+    schema_registry_free(r);
+}

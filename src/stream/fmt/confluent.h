@@ -59,9 +59,9 @@ typedef void (*sfmt_schema_release_fn)(void *ctx, void *handle);
 int sfmt_confluent_new(sfmt_schema_lookup_fn lookup, sfmt_schema_release_fn release, void *ctx,
                        struct sfmt **out);
 
-/* The framing alone (for tests and tools): the schema id, the message indexes (Protobuf only;
- * *nidx = 0 when absent or when the count is 0, meaning [0]) and the payload. with_indexes says
- * whether to read the index array. ERR_CORRUPT + *err. */
+/* The framing alone (for tests and tools): the schema id, the message indexes and the payload.
+ * with_indexes says whether to read the index array (Protobuf); a count of 0 reads as [0]
+ * (*nidx = 1); without it *nidx = 0. idx holds SFMT_CONFLUENT_INDEXES_MAX. ERR_CORRUPT + *err. */
 int sfmt_confluent_frame(struct slice rec, bool with_indexes, uint32_t *id, int64_t *idx,
                          size_t *nidx, struct slice *payload, const char **err);
 
