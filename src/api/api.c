@@ -1,6 +1,6 @@
 /* api.c -- the API's routing/response helper (see api.h, api_internal.h, docs/HTTP_API.md).
  *
- * The handlers live in one file per area (ops.c, broker.c, kv.c, cluster.c); this file holds
+ * The handlers live in one file per area (ops.c, broker.c, kv.c, cluster.c, schema.c); this file holds
  * what they share: the route registry built from the areas' tables, auth, ?consistency=leader
  * reads, dispatch, responses, parameter and JSON-body helpers, and the write plumbing to the core.
  *
@@ -43,6 +43,7 @@ static const struct api_route *const areas[] = {
     api_ops_routes,
     api_cluster_routes,
     api_kv_routes,
+    api_schema_routes,
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -64,6 +65,17 @@ void api_respond_json(struct rctx *x, int status, struct sbuf *body)
         status = 503;
     }
     respond(x, status, "application/json", NULL, body);
+    sbuf_free(body);
+}
+
+void api_respond_ctype(struct rctx *x, int status, const char *ctype, struct sbuf *body)
+{
+    if (!sbuf_ok(body)) {
+        sbuf_free(body);
+        api_respond_error(x, ERR_NOMEM, "Response too large for memory");
+        return;
+    }
+    respond(x, status, ctype, NULL, body);
     sbuf_free(body);
 }
 

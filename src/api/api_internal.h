@@ -63,6 +63,7 @@ extern const struct api_route api_ops_routes[];
 extern const struct api_route api_broker_routes[];
 extern const struct api_route api_kv_routes[];
 extern const struct api_route api_cluster_routes[];
+extern const struct api_route api_schema_routes[];
 
 struct api {
     struct api_config cfg;
@@ -122,6 +123,8 @@ struct rctx {
 
 /* Send body (application/json) and free it; a body that ran out of memory becomes a 503. */
 void api_respond_json(struct rctx *x, int status, struct sbuf *body);
+/* Send body with that Content-Type and free it (out of memory: a 503 error). */
+void api_respond_ctype(struct rctx *x, int status, const char *ctype, struct sbuf *body);
 /* Send body as Prometheus text and free it. */
 void api_respond_text(struct rctx *x, struct sbuf *body);
 /* The seed's error shape. msg NULL = the error table's message. extra_json: more members

@@ -56,6 +56,8 @@ struct apply_result {
     /* KV */
     uint64_t cas, current;
     bool deleted;
+    /* schema registry (created: a new version was added) */
+    uint32_t schema_id, schema_version;
 };
 
 /* Bounded names: [A-Za-z0-9._-]{1,max}, not "." or "..". */

@@ -227,3 +227,50 @@ int entry_kv_decode(struct slice p, struct entry_kv *e)
     rd_uvarint(&r, &e->ttl_ms);
     return r.bad ? ERR_CORRUPT : 0;
 }
+
+/* --- SCHEMA_REGISTER ---------------------------------------------------------------------- */
+/* ts u64 | subject lp | type u8 | flags u8 | text lp | canon lp | nrefs uv |
+ * nrefs x { name lp | subject lp | version uv } */
+
+void entry_schema_encode(struct sbuf *b, const struct entry_schema *e)
+{
+    put_ts(b, e->ts_ms);
+    sbuf_put_lp(b, e->subject.ptr, e->subject.len);
+    sbuf_putc(b, e->type);
+    sbuf_putc(b, e->flags);
+    sbuf_put_lp(b, e->text.ptr, e->text.len);
+    sbuf_put_lp(b, e->canon.ptr, e->canon.len);
+    sbuf_put_uvarint(b, e->nrefs);
+    for (uint32_t i = 0; i < e->nrefs && i < ENTRY_SCHEMA_REFS_MAX; i++) {
+        sbuf_put_lp(b, e->refs[i].name.ptr, e->refs[i].name.len);
+        sbuf_put_lp(b, e->refs[i].subject.ptr, e->refs[i].subject.len);
+        sbuf_put_uvarint(b, e->refs[i].version);
+    }
+}
+
+int entry_schema_decode(struct slice p, struct entry_schema *e)
+{
+    struct reader r = reader_of(p);
+    uint64_t n = 0;
+    get_ts(&r, &e->ts_ms);
+    rd_lp(&r, ENTRY_SCHEMA_SUBJECT_MAX, &e->subject);
+    rd_u8(&r, &e->type);
+    rd_u8(&r, &e->flags);
+    rd_lp(&r, ENTRY_SCHEMA_TEXT_MAX, &e->text);
+    rd_lp(&r, ENTRY_SCHEMA_TEXT_MAX, &e->canon);
+    rd_uvarint(&r, &n);
+    if (r.bad || n > ENTRY_SCHEMA_REFS_MAX || e->type < ENTRY_SCHEMA_TYPE_MIN ||
+        e->type > ENTRY_SCHEMA_TYPE_MAX || (e->flags & ~ENTRY_SCHEMA_FLAGS_ALL) != 0)
+        return ERR_CORRUPT;
+    e->nrefs = (uint32_t)n;
+    for (uint32_t i = 0; i < e->nrefs; i++) {
+        uint64_t v = 0;
+        rd_lp(&r, ENTRY_SCHEMA_REF_NAME_MAX, &e->refs[i].name);
+        rd_lp(&r, ENTRY_SCHEMA_SUBJECT_MAX, &e->refs[i].subject);
+        rd_uvarint(&r, &v);
+        if (r.bad || v > UINT32_MAX)
+            return ERR_CORRUPT;
+        e->refs[i].version = (uint32_t)v;
+    }
+    return r.bad ? ERR_CORRUPT : 0;
+}

@@ -28,6 +28,7 @@ enum entry_type {
     ENTRY_KV_PUT = 7,
     ENTRY_KV_DEL = 8,
     ENTRY_KV_EXPIRE = 9, /* TTL sweep: remove the key if its version is still `expected` */
+    ENTRY_SCHEMA_REGISTER = 10, /* schema registry: register a schema under a subject */
 };
 
 #define ENTRY_NAME_MAX 255
@@ -110,6 +111,31 @@ struct entry_kv {
     uint64_t ttl_ms;
 };
 
+/* SCHEMA_REGISTER (src/schema/registry.h applies it). type and flags are the registry's
+ * (1 AVRO, 2 PROTOBUF, 3 JSON; flag 1 = a serialized FileDescriptorSet); the decoder accepts
+ * only those, so apply never sees an unknown kind. canon is the identity form the HTTP worker
+ * computed (the Avro Parsing Canonical Form; empty = the schema text itself), journaled so apply
+ * compares bytes and never runs a parser. */
+#define ENTRY_SCHEMA_SUBJECT_MAX 255
+#define ENTRY_SCHEMA_TEXT_MAX (16u << 20)
+#define ENTRY_SCHEMA_REFS_MAX 64
+#define ENTRY_SCHEMA_REF_NAME_MAX 1024
+#define ENTRY_SCHEMA_TYPE_MIN 1
+#define ENTRY_SCHEMA_TYPE_MAX 3
+#define ENTRY_SCHEMA_FLAGS_ALL 1u
+struct entry_schema_ref {
+    struct slice name, subject;
+    uint32_t version;
+};
+struct entry_schema {
+    int64_t ts_ms;
+    struct slice subject;
+    uint8_t type, flags;
+    struct slice text, canon;
+    uint32_t nrefs;
+    struct entry_schema_ref refs[ENTRY_SCHEMA_REFS_MAX];
+};
+
 void entry_topic_encode(struct sbuf *b, const struct entry_topic *e);
 int entry_topic_decode(struct slice p, struct entry_topic *e);
 void entry_commit_encode(struct sbuf *b, const struct entry_commit *e);
@@ -120,6 +146,8 @@ void entry_retention_encode(struct sbuf *b, const struct entry_retention *e);
 int entry_retention_decode(struct slice p, struct entry_retention *e);
 void entry_kv_encode(struct sbuf *b, const struct entry_kv *e);
 int entry_kv_decode(struct slice p, struct entry_kv *e);
+void entry_schema_encode(struct sbuf *b, const struct entry_schema *e);
+int entry_schema_decode(struct slice p, struct entry_schema *e);
 int64_t entry_ts(struct slice payload); /* 0 if too short */
 
 #endif

@@ -39,6 +39,7 @@
 #include "core/tailcache.h"
 #include "raft/raft.h"
 #include "raft/transport.h"
+#include "schema/registry.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -89,6 +90,7 @@ struct core {
     struct journal *j;
     struct broker *broker;
     struct kv *kv;
+    struct schema_registry *schema;
     struct hmap seq; /* name -> struct seq_topic */
 
     pthread_t thread, sync_thread, prealloc_thread;
@@ -225,6 +227,7 @@ void core_config_default(struct core_config *c)
     c->journal.use_spare = true;
     c->inline_sync = true;
     kv_limits_default(&c->kv);
+    schema_limits_default(&c->schema);
     c->default_partitions = 8;
     c->auto_create_topics = true;
     c->checkpoint_interval_ms = 30000;
@@ -331,11 +334,57 @@ static int apply_kv(struct core *c, uint8_t type, struct slice payload, struct a
     return 0;
 }
 
+_Static_assert(ENTRY_SCHEMA_SUBJECT_MAX == SCHEMA_SUBJECT_MAX &&
+                   ENTRY_SCHEMA_REFS_MAX == SCHEMA_REFS_MAX &&
+                   ENTRY_SCHEMA_REF_NAME_MAX == SCHEMA_REF_NAME_MAX &&
+                   ENTRY_SCHEMA_TEXT_MAX == SCHEMA_TEXT_HARD_MAX && ENTRY_SCHEMA_TYPE_MIN == SCHEMA_AVRO &&
+                   ENTRY_SCHEMA_TYPE_MAX == SCHEMA_JSON && ENTRY_SCHEMA_FLAGS_ALL == SCHEMA_F_FDS,
+               "the journal entry and the registry agree on bounds");
+
+/* Decode a SCHEMA_REGISTER payload into the registry's description; refs is caller storage of
+ * ENTRY_SCHEMA_REFS_MAX. */
+static int schema_entry_desc(struct slice payload, struct entry_schema *e,
+                             struct schema_reference *refs, struct schema_desc *d)
+{
+    if (entry_schema_decode(payload, e))
+        return ERR_CORRUPT;
+    for (uint32_t i = 0; i < e->nrefs; i++)
+        refs[i] = (struct schema_reference){e->refs[i].name, e->refs[i].subject, e->refs[i].version};
+    *d = (struct schema_desc){e->type, e->flags, e->text, e->canon, refs, e->nrefs};
+    return 0;
+}
+
+/* The registry decides ids and versions from the entry's bytes alone (no parser runs here), so
+ * every replica and every replay assigns the same ones. */
+static int apply_schema(struct core *c, struct slice payload, struct apply_result *res)
+{
+    static struct entry_schema e; /* core thread only; the refs array is large */
+    struct schema_reference refs[ENTRY_SCHEMA_REFS_MAX];
+    struct schema_desc d;
+    memset(res, 0, sizeof *res);
+    if (schema_entry_desc(payload, &e, refs, &d)) {
+        res->err = ERR_CORRUPT;
+        return 0;
+    }
+    struct schema_result sr = {0};
+    int rc = schema_registry_apply_register(c->schema, e.subject, &d, &sr);
+    if (rc == ERR_NOMEM)
+        return rc; /* this replica cannot follow the journal: fatal */
+    res->err = rc;
+    res->schema_id = sr.id;
+    res->schema_version = sr.version;
+    res->created = sr.created;
+    res->timestamp_ms = e.ts_ms;
+    return 0;
+}
+
 static int apply_entry(struct core *c, uint64_t index, uint8_t type, struct slice payload,
                        struct apply_result *res)
 {
     if (type == ENTRY_KV_PUT || type == ENTRY_KV_DEL || type == ENTRY_KV_EXPIRE)
         return apply_kv(c, type, payload, res);
+    if (type == ENTRY_SCHEMA_REGISTER)
+        return apply_schema(c, payload, res);
     return broker_apply(c->broker, index, type, payload, res);
 }
 
@@ -868,6 +917,13 @@ static int sequence(struct core *c, struct proposal *p)
             return rc;
         return append(c, p);
     }
+    case ENTRY_SCHEMA_REGISTER: {
+        /* The worker validated the schema (schema_registry_prepare); apply decides the rest. */
+        static struct entry_schema e; /* core thread only */
+        if (entry_schema_decode(pl, &e) || schema_validate_subject(e.subject))
+            return ERR_INVALID;
+        return append(c, p);
+    }
     default:
         return ERR_INVALID;
     }
@@ -999,7 +1055,8 @@ static void expired_fn(void *ctx, struct slice ns, struct slice key, uint64_t ca
 /* ------------------------------------------------------------------------------------------ */
 /* Checkpoints                                                                                 */
 
-#define SNAP_FILE_MAGIC 0x33504E53u /* "SNP3" */
+#define SNAP_FILE_MAGIC_V3 0x33504E53u /* "SNP3": ... | broker | KV (to the end) | crc */
+#define SNAP_FILE_MAGIC 0x34504E53u    /* "SNP4": ... | broker | kv_len u64 | KV | schemas | crc */
 
 struct snap_list {
     uint64_t idx[64];
@@ -1027,7 +1084,8 @@ static int cmp_u64_desc(const void *a, const void *b)
 }
 
 /* Checkpoints run in three steps so the core thread never waits for their fsyncs:
- *   capture (core thread, between apply rounds): serialize broker + KV state at applied_index A;
+ *   capture (core thread, between apply rounds): serialize broker, KV and schema registry state
+ *     at applied_index A;
  *   write (background thread): fsync every partition log (they hold at least everything up to A),
  *     write the snapshot file (tmp, fsync, rename, fsync dir), delete older snapshots;
  *   finish (core thread, when no journal fsync is in flight): trim the journal up to A and
@@ -1057,8 +1115,14 @@ static int checkpoint_capture(struct core *c, struct sbuf *b)
     int rc = broker_snapshot_write(c->broker, c->applied_index, b);
     if (!rc && sbuf_ok(b))
         put_le64(b->data + blen_pos, b->len - blen_pos - 8);
+    size_t kvlen_pos = b->len;
+    sbuf_put_le64(b, 0);
     if (!rc)
         rc = kv_snapshot_write(c->kv, b);
+    if (!rc && sbuf_ok(b))
+        put_le64(b->data + kvlen_pos, b->len - kvlen_pos - 8);
+    if (!rc)
+        rc = schema_registry_snapshot_write(c->schema, b);
     if (!rc && !sbuf_ok(b))
         rc = ERR_NOMEM;
     if (!rc)
@@ -1244,13 +1308,15 @@ static int load_snapshot(struct core *c, uint64_t *index_out)
         io_close(f);
         if (!rc) {
             b.len = (size_t)size;
-            if (size < 44 || get_le32(b.data) != SNAP_FILE_MAGIC ||
+            if (size < 44 ||
+                (get_le32(b.data) != SNAP_FILE_MAGIC && get_le32(b.data) != SNAP_FILE_MAGIC_V3) ||
                 crc32c(0, b.data, b.len - 4) != get_le32(b.data + b.len - 4)) {
                 rc = ERR_CORRUPT;
             }
         }
         if (!rc) {
-            /* magic | index | term | conf_index | conf_len u32 | conf | blen | broker | kv | crc */
+            /* magic | index | term | conf_index | conf_len u32 | conf | mlen | members | blen |
+             * broker | [SNP4: kv_len] kv | [SNP4: schemas] | crc */
             uint64_t idx = get_le64(b.data + 4);
             uint64_t term = get_le64(b.data + 12);
             uint64_t conf_index = get_le64(b.data + 20);
@@ -1268,9 +1334,22 @@ static int load_snapshot(struct core *c, uint64_t *index_out)
                 rc = ERR_CORRUPT;
             } else {
                 rc = broker_snapshot_read(c->broker, slice_of(b.data + pos, (size_t)blen));
+                /* SNP4: kv_len u64 | KV | schema registry (to the end); SNP3: KV to the end
+                 * (written before the registry existed: it restores empty). */
+                size_t kpos = pos + (size_t)blen, kend = body;
+                bool v4 = get_le32(b.data) == SNAP_FILE_MAGIC;
+                if (!rc && v4) {
+                    uint64_t klen = kpos + 8 <= body ? get_le64(b.data + kpos) : UINT64_MAX;
+                    if (klen > body - kpos - 8)
+                        rc = ERR_CORRUPT;
+                    else
+                        kpos += 8, kend = kpos + (size_t)klen;
+                }
                 if (!rc)
-                    rc = kv_snapshot_read(c->kv, slice_of(b.data + pos + blen,
-                                                          body - pos - (size_t)blen));
+                    rc = kv_snapshot_read(c->kv, slice_of(b.data + kpos, kend - kpos));
+                if (!rc && v4)
+                    rc = schema_registry_snapshot_read(c->schema,
+                                                       slice_of(b.data + kend, body - kend));
                 if (!rc) {
                     *index_out = idx;
                     c->applied_term = term;
@@ -1301,6 +1380,7 @@ static int load_snapshot(struct core *c, uint64_t *index_out)
         c->broker = NULL;
         kv_free(c->kv);
         c->kv = kv_new(&c->cfg.kv);
+        schema_registry_reset(c->schema); /* in place: HTTP readers may hold the pointer */
         rc = broker_open(c->cfg.fs, c->cfg.data_dir, &c->cfg.broker, &c->broker);
         if (rc || !c->kv)
             return rc ? rc : ERR_NOMEM;
@@ -1691,7 +1771,8 @@ int core_open(const struct core_config *cfg, struct core **out)
     if (rc == 1)
         LOG_W("core", "finished a snapshot install that a crash interrupted");
     c->kv = kv_new(&cfg->kv);
-    if (!c->kv) {
+    c->schema = schema_registry_new(&cfg->schema);
+    if (!c->kv || !c->schema) {
         rc = ERR_NOMEM;
         goto fail;
     }
@@ -2309,6 +2390,7 @@ static void install_snapshot(struct core *c, const struct raft_snapshot_meta *m)
     }
     broker_reset(c->broker);
     kv_reset(c->kv);
+    schema_registry_reset(c->schema);
     journal_close(c->j);
     c->j = NULL;
     snapx_rx_reset(c->snap_rx);
@@ -3082,6 +3164,7 @@ void core_close(struct core *c)
         journal_close(c->j);
     broker_close(c->broker);
     kv_free(c->kv);
+    schema_registry_free(c->schema);
     seq_clear(c);
     xfree(c->journal_dir);
     xfree(c->snap_dir);
@@ -3263,6 +3346,7 @@ int core_propose(struct core *c, struct proposal *p)
 
 struct broker *core_broker(struct core *c) { return c->broker; }
 struct kv *core_kv(struct core *c) { return c->kv; }
+struct schema_registry *core_schema(struct core *c) { return c->schema; }
 
 bool core_ready(struct core *c) { return atomic_load(&c->ready) && !atomic_load(&c->fatal); }
 

@@ -39,6 +39,7 @@
 #include "io/io.h"
 #include "journal/journal.h"
 #include "kv/kv.h"
+#include "schema/registry.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -51,6 +52,7 @@ struct core_config {
     struct journal_opts journal;
     struct broker_opts broker;
     struct kv_limits kv;
+    struct schema_limits schema;
     uint32_t default_partitions;    /* auto-created topics */
     bool auto_create_topics;
     uint64_t checkpoint_interval_ms; /* 0 = only by size and at shutdown */
@@ -145,6 +147,7 @@ void core_member_payload(struct sbuf *out, const struct ha_node *n);
 
 struct broker *core_broker(struct core *c);
 struct kv *core_kv(struct core *c);
+struct schema_registry *core_schema(struct core *c);
 
 /* Health: 0 when writable, else the sticky error (ERR_STORE_FAILED) or ERR_NOSPACE; `why` gets a
  * sentence for /health. */

@@ -1,11 +1,11 @@
 /* fuzz_entry.c -- libFuzzer target: decode arbitrary bytes as a journal entry payload.
  *
- * Byte 0 of the input, modulo 10, is the entry type (enum entry_type); the rest is the payload,
+ * Byte 0 of the input, modulo 11, is the entry type (enum entry_type); the rest is the payload,
  * handed to the decoder that apply uses for that type (NOOP: entry_ts only).
  *
  * Properties checked on every input:
  *  1. No decoder (entry_produce_decode + entry_records_next over every record, the topic, commit,
- *     delete-before, retention and KV decoders, entry_ts) reads outside the payload (ASan) or
+ *     delete-before, retention, KV and schema-register decoders, entry_ts) reads outside the payload (ASan) or
  *     trips UB (UBSan).
  *  2. An accepted payload's fields are sane: every slice lies inside the payload; the lengths the
  *     decoders bound are within those bounds (names <= ENTRY_NAME_MAX, idempotency key <=
@@ -233,6 +233,37 @@ static void fuzz_kv(struct slice p)
     sbuf_free(&b);
 }
 
+static void fuzz_schema(struct slice p)
+{
+    static struct entry_schema e, e2; /* large (the refs array): not on the stack */
+    if (entry_schema_decode(p, &e) != 0)
+        return;
+    ASSERT(p.len >= 8 && e.ts_ms == entry_ts(p));
+    ASSERT(e.subject.len <= ENTRY_SCHEMA_SUBJECT_MAX && inside(e.subject));
+    ASSERT(e.text.len <= ENTRY_SCHEMA_TEXT_MAX && inside(e.text));
+    ASSERT(e.canon.len <= ENTRY_SCHEMA_TEXT_MAX && inside(e.canon));
+    ASSERT(e.type >= ENTRY_SCHEMA_TYPE_MIN && e.type <= ENTRY_SCHEMA_TYPE_MAX);
+    ASSERT((e.flags & ~ENTRY_SCHEMA_FLAGS_ALL) == 0 && e.nrefs <= ENTRY_SCHEMA_REFS_MAX);
+    for (uint32_t i = 0; i < e.nrefs; i++) {
+        ASSERT(e.refs[i].name.len <= ENTRY_SCHEMA_REF_NAME_MAX && inside(e.refs[i].name));
+        ASSERT(e.refs[i].subject.len <= ENTRY_SCHEMA_SUBJECT_MAX && inside(e.refs[i].subject));
+    }
+    struct sbuf b;
+    sbuf_init(&b, 0);
+    entry_schema_encode(&b, &e);
+    check_reencoding(&b, p);
+    ASSERT(entry_schema_decode(slice_of(b.data, b.len), &e2) == 0);
+    ASSERT(e2.ts_ms == e.ts_ms && slice_eq(e2.subject, e.subject) && e2.type == e.type);
+    ASSERT(e2.flags == e.flags && slice_eq(e2.text, e.text) && slice_eq(e2.canon, e.canon));
+    ASSERT(e2.nrefs == e.nrefs);
+    for (uint32_t i = 0; i < e.nrefs; i++) {
+        ASSERT(slice_eq(e2.refs[i].name, e.refs[i].name));
+        ASSERT(slice_eq(e2.refs[i].subject, e.refs[i].subject));
+        ASSERT(e2.refs[i].version == e.refs[i].version);
+    }
+    sbuf_free(&b);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -243,7 +274,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g_hi = p.ptr + p.len;
     int64_t ts = entry_ts(p);
     ASSERT(p.len < 8 ? ts == 0 : ts == (int64_t)get_le64(p.ptr));
-    switch ((enum entry_type)(data[0] % 10)) {
+    switch ((enum entry_type)(data[0] % 11)) {
     case ENTRY_NOOP:
         break;
     case ENTRY_TOPIC_CREATE:
@@ -266,6 +297,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case ENTRY_KV_DEL:
     case ENTRY_KV_EXPIRE:
         fuzz_kv(p);
+        break;
+    case ENTRY_SCHEMA_REGISTER:
+        fuzz_schema(p);
         break;
     }
     return 0;

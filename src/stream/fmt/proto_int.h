@@ -1,0 +1,164 @@
+/* proto_int.h -- private to src/stream/fmt/proto_*.c: the schema model both front ends (.proto
+ * text in proto_parse.c, FileDescriptorSet in proto_fds.c) build and the decoder (proto_decode.c)
+ * reads.
+ *
+ * Life of a schema:
+ *
+ *     front end ──adds files, messages, enums, fields (type names unresolved)──▶ proto_link()
+ *        proto_link: symbols checked unique, type names resolved by protobuf scoping, json names,
+ *        field-number tables, well-known-type tags ──▶ immutable struct proto_schema
+ *
+ * Invariants once proto_link() returned 0:
+ *  1. Every PT_MESSAGE field has msg != NULL, every PT_ENUM field en != NULL, and no other field
+ *     has either.
+ *  2. Field numbers in a message are unique and in [1, PROTO_FIELD_NUMBER_MAX]; by_num[k] is the
+ *     index of the field numbered k (k < by_num_len) or -1; fields beyond by_num_len are found by
+ *     binary search in by_number (indices sorted by field number).
+ *  3. is_map fields are repeated PT_MESSAGE fields whose msg->map_entry holds key (1), value (2).
+ *  4. All memory (names, arrays, messages) lives in schema->mem and dies with proto_schema_free.
+ */
+#ifndef AYDER_STREAM_FMT_PROTO_INT_H
+#define AYDER_STREAM_FMT_PROTO_INT_H
+
+#include "base/arena.h"
+#include "base/hmap.h"
+#include "stream/fmt/proto.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* descriptor.proto's FieldDescriptorProto.Type numbers, so the FDS front end maps 1:1. */
+enum pt_type {
+    PT_DOUBLE = 1, PT_FLOAT = 2, PT_INT64 = 3, PT_UINT64 = 4, PT_INT32 = 5, PT_FIXED64 = 6,
+    PT_FIXED32 = 7, PT_BOOL = 8, PT_STRING = 9, PT_GROUP = 10, PT_MESSAGE = 11, PT_BYTES = 12,
+    PT_UINT32 = 13, PT_ENUM = 14, PT_SFIXED32 = 15, PT_SFIXED64 = 16, PT_SINT32 = 17, PT_SINT64 = 18,
+};
+
+enum pt_label { PL_SINGULAR = 0, PL_OPTIONAL, PL_REQUIRED, PL_REPEATED };
+
+/* Well-known types with a special JSON mapping. */
+enum pt_wkt {
+    WKT_NONE = 0, WKT_TIMESTAMP, WKT_DURATION, WKT_EMPTY, WKT_STRUCT, WKT_VALUE, WKT_LISTVALUE,
+    WKT_FIELDMASK, WKT_ANY, WKT_WRAPPER,
+};
+
+#define PROTO_FIELD_NUMBER_MAX 536870911 /* 2^29 - 1 */
+#define PROTO_BYNUM_DENSE_MAX 1024       /* dense number table up to this field number */
+
+struct proto_enum_value {
+    const char *name;
+    int32_t number;
+};
+
+struct proto_enum {
+    const char *full_name, *name;
+    struct proto_enum_value *values; /* declaration order; values[0] is the default */
+    uint32_t nvalues, cap;
+    bool null_value; /* google.protobuf.NullValue: JSON null */
+};
+
+struct proto_field {
+    const char *name, *json_name;
+    uint32_t name_len, json_name_len;
+    int32_t number;
+    uint8_t type;  /* enum pt_type */
+    uint8_t label; /* enum pt_label */
+    bool presence; /* absent reads as SV_MISSING (message, proto3 optional, oneof member, proto2) */
+    bool is_map;
+    int32_t oneof; /* index into the message's oneofs, or -1 (synthetic proto3 oneofs are not) */
+    const char *type_name; /* message/enum name as written, before linking */
+    const struct proto_msg *msg;
+    const struct proto_enum *en;
+    const char *file; /* NULL = main file; for error positions */
+    uint32_t line, col;
+};
+
+struct proto_msg {
+    const char *full_name, *name;
+    struct proto_field *fields; /* declaration order */
+    uint32_t nfields, fcap;
+    struct proto_msg **nested; /* declaration order, map entries included (Confluent indexes) */
+    uint32_t nnested, ncap;
+    const char **oneofs;
+    uint32_t noneofs, ocap;
+    bool map_entry, proto3;
+    uint8_t wkt;
+    int32_t *by_num; /* by_num_len entries */
+    uint32_t by_num_len;
+    uint32_t *by_number; /* field indices sorted by number */
+};
+
+struct proto_file {
+    const char *name; /* "" for the main file of a parse */
+    const char *package;
+    bool proto3;
+    struct proto_msg **msgs; /* top-level messages, declaration order */
+    uint32_t nmsgs, mcap;
+};
+
+enum psym_kind { PSYM_PACKAGE = 1, PSYM_MESSAGE, PSYM_ENUM };
+struct psym {
+    uint8_t kind;
+    void *p;
+};
+
+struct proto_schema {
+    struct arena mem;
+    struct hmap syms; /* full name -> struct psym */
+    struct proto_file **files; /* the main file is the last */
+    uint32_t nfiles, fcap;
+    struct proto_msg **all; /* every message, for lookups by simple name */
+    uint32_t nall, acap;
+    struct proto_enum **enums; /* every enum */
+    uint32_t nenums, ecap;
+};
+
+/* ---- building (proto_schema.c) ---------------------------------------------------------------- */
+
+#define PROTO_SCHEMA_MEM_MAX (64u << 20)
+
+int proto_schema_alloc(struct proto_schema **out);
+/* Grow an arena-backed array to hold at least n+1 elements of size el. 0 or ERR_NOMEM. */
+int proto_grow(struct proto_schema *s, void **arr, uint32_t *cap, uint32_t n, size_t el);
+char *proto_strdup(struct proto_schema *s, const char *p, size_t n);
+/* Register a symbol; ERR_CONFLICT if the name is taken (packages may repeat). */
+int proto_sym_add(struct proto_schema *s, const char *full, uint8_t kind, void *p);
+const struct psym *proto_sym_get(const struct proto_schema *s, const char *full, size_t n);
+/* "foo_bar" -> "fooBar" into the schema arena. */
+const char *proto_json_name(struct proto_schema *s, const char *name, size_t n);
+/* Resolve names, build tables; ERR_INVALID + e on an unknown or non-type name. */
+int proto_link(struct proto_schema *s, struct serr *e);
+/* Parse one more file (text) into s without linking (proto_parse.c); no imports callback. */
+int proto_parse_into(struct proto_schema *s, const char *fname, const char *text, size_t len,
+                     struct serr *e);
+/* Text of a built-in well-known .proto ("google/protobuf/timestamp.proto"), or NULL. */
+const char *proto_wkt_text(const char *name);
+
+/* ---- lookups ---------------------------------------------------------------------------------- */
+
+static inline const struct proto_field *proto_field_by_num(const struct proto_msg *m, uint64_t num)
+{
+    if (num < m->by_num_len) {
+        int32_t i = m->by_num[num];
+        return i < 0 ? NULL : &m->fields[i];
+    }
+    uint32_t lo = 0, hi = m->nfields;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        const struct proto_field *f = &m->fields[m->by_number[mid]];
+        if ((uint64_t)f->number == num)
+            return f;
+        if ((uint64_t)f->number < num)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+const struct proto_field *proto_field_by_name(const struct proto_msg *m, const char *name,
+                                              size_t n);
+const char *proto_enum_name(const struct proto_enum *en, int32_t number);
+bool proto_enum_number(const struct proto_enum *en, const char *name, size_t n, int32_t *out);
+
+#endif
