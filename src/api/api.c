@@ -385,6 +385,10 @@ static void on_write_timeout(struct http_req *req, void *arg)
     jw_kstr(&w, "mode", "sealed");
     jw_kbool(&w, "synced", false);
     jw_kbool(&w, "timeout", true);
+    /* Without an idempotency key a produce cannot be a duplicate; with one, the outcome (fresh
+     * or duplicate) is not known yet: retry with the same key to learn it. */
+    if ((x->produce || x->ndjson) && !x->idem)
+        jw_kbool(&w, "duplicate", false);
     jw_obj_close(&w);
     api_respond_json(x, 200, &b);
 }
