@@ -270,6 +270,7 @@ int main(int argc, char **argv)
         return 1;
     }
     hc.handler = api_handle;
+    hc.request_is_write = api_request_is_write;
     hc.handler_ctx = api;
     struct http_server *srv;
     rc = http_server_start(&hc, &srv);
