@@ -56,7 +56,24 @@ static void usage(FILE *f)
             "  RF_RATE_LIMIT_RPS        per-token requests/s, 0 = off (0)\n"
             "  RF_RATE_LIMIT_BURST      per-token burst (= rps)\n"
             "  RF_INLINE_SYNC           1|0: single node, fsync on the core thread while no\n"
-            "                           async writes arrive (1; docs/ARCHITECTURE.md)\n");
+            "                           async writes arrive (1; docs/ARCHITECTURE.md)\n"
+            "cluster (Raft; docs/HTTP_API.md \"Cluster\"):\n"
+            "  RF_HA_ENABLED            1: cluster mode (0)\n"
+            "  RF_HA_NODE_ID            this node's id, e.g. n1\n"
+            "  RF_HA_NODES              every voter: id:host:raft_port:priority[:http_port],...\n"
+            "                           (without http_port the HTTP port is raft_port+1)\n"
+            "  RF_HA_WRITE_CONCERN      default concern: 1|majority|all|async|N (majority)\n"
+            "  RF_HA_BOOTSTRAP_LEADER   1: on a fresh cluster this node campaigns at once (0)\n"
+            "  RF_HA_JOIN               1: join an existing cluster (POST /ha/membership) (0)\n"
+            "  RF_HA_CLUSTER            cluster name; peers with another name are refused (ayder)\n"
+            "  RF_HA_ELECTION_TIMEOUT_MS  Raft election timeout (1000)\n"
+            "  RF_HA_HEARTBEAT_MS       Raft heartbeat interval (100)\n"
+            "  RF_HA_DEDICATED_WORKER   accepted (the core thread is always dedicated)\n"
+            "TLS between nodes (mutual TLS 1.3; a peer's certificate must name its node id):\n"
+            "  RF_HA_TLS                1: encrypt and authenticate Raft traffic (0)\n"
+            "  RF_HA_TLS_CA             CA certificate file (PEM) that signs every node\n"
+            "  RF_HA_TLS_CERT           this node's certificate (PEM, CN or DNS SAN = node id)\n"
+            "  RF_HA_TLS_KEY            this node's private key (PEM)\n");
 }
 
 /* One process per data directory: an exclusive flock on DATA/LOCK, held until exit. Two nodes
@@ -253,6 +270,7 @@ int main(int argc, char **argv)
         return 1;
     }
     hc.handler = api_handle;
+    hc.request_is_write = api_request_is_write;
     hc.handler_ctx = api;
     struct http_server *srv;
     rc = http_server_start(&hc, &srv);

@@ -9,9 +9,9 @@
  *   (reads) or build a proposal and hand it to the core (writes: api_start_write). The core calls
  *   back on its own thread (on_core_done); we copy what we need and post to the request's worker,
  *   where the area's answer function writes the response. A request handed to the core holds a
- *   reference until the core's final PROPOSAL_DONE callback
+ *   reference (and a server "hold", see server.h) until the core's final PROPOSAL_DONE callback
  *   has been processed on the worker, so its memory (which holds the proposal) outlives every use
- *   by the core.
+ *   by the core, and later requests on the same connection wait for its effect when they must.
  *
  * Invariants:
  *  1. Every request gets exactly one response (http_respond asserts it); late core completions
@@ -325,6 +325,7 @@ static void prop_release(struct http_req *req)
 {
     struct rctx *x = http_req_user(req);
     sbuf_free(&x->prop.payload);
+    http_req_unhold(req);
     http_req_unref(req);
 }
 
@@ -362,8 +363,13 @@ static int submit(struct rctx *x, uint8_t type)
     x->prop.done = on_core_done;
     x->prop.ctx = x;
     http_req_ref(x->req);
+    /* Not finished (for the connection's order of effect, server.h) until the core is done with
+     * it, even when answered earlier (rocket, timeout_ms): a later read on the connection sees
+     * its effect. */
+    http_req_hold(x->req);
     int rc = core_propose(x->api->core, &x->prop);
     if (rc) {
+        http_req_unhold(x->req);
         http_req_unref(x->req);
         sbuf_free(&x->prop.payload);
         return rc;
@@ -397,6 +403,10 @@ static void on_write_timeout(struct http_req *req, void *arg)
     jw_kstr(&w, "mode", "sealed");
     jw_kbool(&w, "synced", false);
     jw_kbool(&w, "timeout", true);
+    /* Without an idempotency key a produce cannot be a duplicate; with one, the outcome (fresh
+     * or duplicate) is not known yet: retry with the same key to learn it. */
+    if ((x->produce || x->ndjson) && !x->idem)
+        jw_kbool(&w, "duplicate", false);
     jw_obj_close(&w);
     api_respond_json(x, 200, &b);
 }
@@ -668,6 +678,13 @@ int api_new(const struct api_config *cfg, struct api **out)
     }
     *out = a;
     return 0;
+}
+
+bool api_request_is_write(void *ctx, const struct http_request *h)
+{
+    struct api *a = ctx;
+    int id = router_lookup(&a->router, h->method, h->path);
+    return id >= 0 && (a->routes[id]->flags & API_WRITE);
 }
 
 void api_set_server(struct api *a, struct http_server *s) { atomic_store(&a->server, s); }

@@ -25,6 +25,9 @@ int api_new(const struct api_config *cfg, struct api **out);
 void api_free(struct api *a);
 /* The http_server handler (ctx = struct api *). */
 void api_handle(void *ctx, struct http_req *req);
+/* The http_server's request_is_write (ctx = struct api *): true for routes flagged API_WRITE
+ * (journaled writes the core applies in order); see "Order of effect" in http/server.h. */
+bool api_request_is_write(void *ctx, const struct http_request *head);
 /* Give the API the server for connection metrics (after http_server_start). */
 void api_set_server(struct api *a, struct http_server *s);
 

@@ -65,6 +65,8 @@ static void answer_produce(struct rctx *x, int phase)
     jw_ku64(&w, "batch_id", index);
     api_write_durability(&w, x, durable);
     jw_ki64(&w, "timestamp_ms", ts);
+    /* Always present: clients test duplicate == false to tell a fresh write from a retry. */
+    jw_kbool(&w, "duplicate", false);
     api_write_timing(&w, x);
     jw_obj_close(&w);
     api_respond_json(x, 200, &b);

@@ -178,8 +178,8 @@ static int parse_request_line(const uint8_t *line, size_t n, struct http_request
     if (i == ts)
         return ERR_INVALID;
     req->target = slice_of(line + ts, i - ts);
-    if (i == n)
-        return ERR_UNSUPPORTED; /* "GET /": HTTP/0.9 */
+    if (i == n) /* "GET /" is HTTP/0.9 (501); "GET HTTP/1.1" has no target: malformed (400) */
+        return parse_target(req) ? ERR_INVALID : ERR_UNSUPPORTED;
     if (line[i] != ' ')
         return ERR_INVALID;
     i++;

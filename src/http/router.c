@@ -148,6 +148,20 @@ int router_match(const struct router *rt, struct slice method, struct slice path
     return path_found ? ERR_METHOD : ERR_NO_ROUTE;
 }
 
+int router_lookup(const struct router *rt, struct slice method, struct slice path)
+{
+    struct slice segs[ROUTER_MAX_SEGS * 4];
+    int n = split(path, segs, (int)(sizeof segs / sizeof segs[0]));
+    if (n < 0)
+        return -1;
+    for (int i = 0; i < rt->count; i++) {
+        const struct route *r = &rt->routes[i];
+        if (shape_match(r, segs, n) && method_ok(r, method))
+            return r->id;
+    }
+    return -1;
+}
+
 bool router_path_exists(const struct router *rt, struct slice path, struct route_match *m)
 {
     struct slice segs[ROUTER_MAX_SEGS * 4];

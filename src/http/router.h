@@ -43,6 +43,9 @@ int router_add(struct router *rt, const char *method, const char *pattern, int i
 /* 0 = matched; ERR_NO_ROUTE; ERR_METHOD (m->allow filled); ERR_BAD_ESCAPE. */
 int router_match(const struct router *rt, struct slice method, struct slice path, struct arena *a,
                  struct route_match *m);
+/* The id of the route that router_match would pick, without decoding parameters; -1 if none
+ * (no route, or only for other methods). */
+int router_lookup(const struct router *rt, struct slice method, struct slice path);
 /* Value of a named parameter (empty slice if missing). */
 struct slice route_param(const struct route_match *m, const char *name);
 /* Any route at all for this path (any method)? For CORS preflight. Fills m->allow. */

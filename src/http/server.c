@@ -2,13 +2,17 @@
  *
  * Connection state machine (per connection, on its worker thread):
  *
- *        +------+  head complete   +------+  body complete   +----------+
- *   ---> | HEAD | ---------------> | BODY | ---------------> | dispatch |--+
- *        +------+                  +------+                  +----------+  |
- *           ^  ^   (no body)                                               |
- *           |  +-----------------------------------------------------------+
- *           |           next pipelined request (while in flight < pipeline_max)
- *           +-- parse error / limit: error response queued in order, then CLOSING
+ *        +------+  head complete   +------+  body complete   +----------+  can_start  +-------+
+ *   ---> | HEAD | ---------------> | BODY | ---------------> | dispatch |-----------> | start |
+ *        +------+                  +------+                  +----------+             +-------+
+ *         ^  ^ ^   (no body)                                      | else                |
+ *         |  | +--------------------------------------------------)---------------------+
+ *         |  |                                                    v                     |
+ *         |  |   an earlier request finishes (req_finish)  +--------+                   |
+ *         |  +---------------------------------------------| parked |  (nothing parsed; |
+ *         |      -> start, then parse on                   +--------+   reading paused) |
+ *         |           next pipelined request (while in flight < pipeline_max) <---------+
+ *         +-- parse error / limit: error response queued in order, then CLOSING
  *
  * Invariants:
  *  1. Responses leave a connection in request order: a request's output goes straight to the
@@ -20,6 +24,15 @@
  *  4. Reading stops while pipeline_max requests are in flight or while the connection is closing;
  *     unparsed bytes stay in the connection's input buffer (bounded by the head/body limits).
  *  5. Every limit is answered with its status (414/431/413/408/503) in the seed's error shape.
+ *  6. Order of effect (server.h): a request is started only when can_start() holds -- no earlier
+ *     request on the connection is unfinished, or it is a write (config.request_is_write) and
+ *     every unfinished earlier one is a write. A request finishes when it is responded and has
+ *     no holds (req_finish); c->unfinished / c->unfinished_reads count started, unfinished
+ *     requests. At most one request is parked (complete, queued for its response, not started);
+ *     while one is, nothing after it is parsed and reading is paused, so the requests behind it
+ *     wait in the socket, bounded by TCP, not in our buffers. Requests start in the order sent,
+ *     so a read (anything not a write) starts after every earlier request finished and sees its
+ *     effect, and a run of writes stays in flight together (the handler orders them).
  */
 #include "http/server.h"
 
@@ -71,6 +84,10 @@ struct http_req {
     bool responded;
     bool is_head;
     bool close_after;
+    bool is_write;            /* config.request_is_write said so (order of effect) */
+    bool started;             /* handed to the handler */
+    bool finished;            /* started, responded and no holds left */
+    int holds;                /* http_req_hold() count (worker thread) */
     bool timer_init;
     uv_timer_t timer;
     http_req_fn timer_fn;
@@ -92,6 +109,9 @@ struct conn {
     bool reading;
     bool closed;                /* uv_close called */
     bool busy;                  /* inside conn_process: responses are queued, written at its end */
+    struct http_req *parked;    /* parsed, queued for its response, but not yet started */
+    uint32_t unfinished;        /* started requests not yet finished (order of effect) */
+    uint32_t unfinished_reads;  /* ... of which not writes */
     bool close_when_flushed;
     struct http_req *fifo_head, *fifo_tail, *cur; /* cur = request whose body is being read */
     uint32_t fifo_len;
@@ -219,6 +239,10 @@ static struct http_req *req_new(struct conn *c)
     r->responded = false;
     r->is_head = false;
     r->close_after = false;
+    r->is_write = false;
+    r->started = false;
+    r->finished = false;
+    r->holds = 0;
     r->timer_fn = NULL;
     c->live_reqs++;
     return r;
@@ -378,6 +402,46 @@ static void format_response(struct worker *w, struct sbuf *out, struct http_req 
         sbuf_append(out, body, len);
 }
 
+/* Order of effect: may r be started now? Nothing unfinished before it, or r is a write and
+ * everything unfinished before it is a write too (rule 6 in the header). */
+static bool can_start(const struct conn *c, const struct http_req *r)
+{
+    return c->unfinished == 0 || (r->is_write && c->unfinished_reads == 0);
+}
+
+/* r's effects are complete: responded and no holds. Lets a parked request start. */
+static void req_finish(struct http_req *r)
+{
+    struct conn *c = r->conn;
+    if (!r->started || r->finished || !r->responded || r->holds)
+        return;
+    r->finished = true;
+    if (!c || c->closed)
+        return;
+    ASSERT(c->unfinished > 0);
+    c->unfinished--;
+    if (!r->is_write) {
+        ASSERT(c->unfinished_reads > 0);
+        c->unfinished_reads--;
+    }
+}
+
+void http_req_hold(struct http_req *r)
+{
+    ASSERT(!r->finished);
+    r->holds++;
+}
+
+void http_req_unhold(struct http_req *r)
+{
+    ASSERT(r->holds > 0);
+    r->holds--;
+    req_finish(r);
+    struct conn *c = r->conn;
+    if (c && !c->closed && !c->busy && c->parked)
+        conn_process(c); /* start the request that waited for this one, and read on */
+}
+
 /* Move answered requests from the head of the FIFO to the output buffer, in order. */
 static void flush_ready(struct conn *c)
 {
@@ -417,6 +481,7 @@ void http_respond(struct http_req *r, int status, const char *ctype, const char 
         format_response(c->w, &c->out, r, status, ctype, extra, body, len);
     else
         format_response(c->w, &r->resp, r, status, ctype, extra, body, len);
+    req_finish(r); /* before flush_ready, which may drop the server's reference */
     flush_ready(c);
     if (!c->busy)
         conn_process(c); /* parse what was waiting behind a full pipeline, then write */
@@ -527,6 +592,11 @@ static void conn_close(struct conn *c)
         return;
     c->closed = true;
     c->state = CONN_CLOSING;
+    if (c->parked) {
+        /* never started: nobody will answer it, so it is released with the answered ones */
+        c->parked->responded = true;
+        c->parked = NULL;
+    }
     /* Orphan every request still queued: the server's reference on answered ones goes now; the
      * unanswered ones keep theirs until http_respond() discards the answer. */
     struct http_req *r = c->fifo_head;
@@ -595,19 +665,37 @@ static void rebase(struct slice *s, const uint8_t *old, size_t len, const uint8_
         s->ptr = now + (s->ptr - old);
 }
 
+/* Hand r to the handler (it may respond inside). */
+static void start(struct conn *c, struct http_req *r)
+{
+    struct http_server *s = c->w->srv;
+    r->started = true;
+    c->unfinished++;
+    if (!r->is_write)
+        c->unfinished_reads++;
+    r->dispatch_ns = clock_mono_ns();
+    s->cfg.handler(s->cfg.handler_ctx, r);
+}
+
+/* r is complete (head and body): queue it for its response, then start it now or park it until
+ * the requests it must not overtake have finished (rule 6). */
 static void dispatch(struct conn *c, struct http_req *r)
 {
     struct http_server *s = c->w->srv;
     c->cur = NULL;
     c->state = CONN_HEAD;
-    r->dispatch_ns = clock_mono_ns();
     if (!r->head.keep_alive)
         r->close_after = true;
     fifo_push(c, r);
     atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
     if (r->close_after)
         c->state = CONN_CLOSING; /* read nothing after a "Connection: close" request */
-    s->cfg.handler(s->cfg.handler_ctx, r);
+    r->is_write = s->cfg.request_is_write && s->cfg.request_is_write(s->cfg.handler_ctx, &r->head);
+    ASSERT(c->parked == NULL);
+    if (can_start(c, r))
+        start(c, r);
+    else
+        c->parked = r; /* conn_process stops parsing until it starts */
 }
 
 /* Parse and dispatch as many requests as the input and the pipeline limit allow. */
@@ -619,7 +707,16 @@ static void conn_process(struct conn *c)
         return;
     c->busy = true;
     size_t pos = 0;
-    while (!c->closed && c->state != CONN_CLOSING) {
+    while (!c->closed && (c->state != CONN_CLOSING || c->parked)) {
+        if (c->parked) {
+            /* Nothing after a parked request is parsed: it starts first (rule 6). */
+            if (!can_start(c, c->parked))
+                break;
+            struct http_req *r = c->parked;
+            c->parked = NULL;
+            start(c, r);
+            continue;
+        }
         const uint8_t *in = c->in.data + pos;
         size_t avail = c->in.len - pos;
         if (c->state == CONN_HEAD) {
@@ -732,15 +829,19 @@ static void conn_process(struct conn *c)
     c->busy = false;
     if (c->closed)
         return;
-    /* Deadline bookkeeping: idle when nothing is half-read and nothing in flight. */
-    if (c->state == CONN_HEAD && c->in.len == 0) {
+    /* Deadline bookkeeping: idle when nothing is half-read and nothing in flight; none while a
+     * parked request waits for our own work. */
+    if (c->parked) {
+        c->deadline_ns = 0;
+    } else if (c->state == CONN_HEAD && c->in.len == 0) {
         if (c->fifo_len == 0)
             set_deadline(c, cfg->idle_timeout_ms, true);
         else
             c->deadline_ns = 0;
     }
-    /* Backpressure: stop reading when the pipeline is full or the connection is closing. */
-    bool want_read = c->state != CONN_CLOSING && c->fifo_len < cfg->pipeline_max;
+    /* Backpressure: stop reading when the pipeline is full, a request is parked (what follows
+     * it stays in the socket, not in our buffer) or the connection is closing. */
+    bool want_read = c->state != CONN_CLOSING && c->fifo_len < cfg->pipeline_max && !c->parked;
     if (want_read && !c->reading) {
         c->reading = true;
         uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);

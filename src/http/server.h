@@ -6,6 +6,15 @@
  * (pipelining): a response that is ready early waits until every earlier one on the connection
  * has been written.
  *
+ * Order of effect (pipelining): requests on one connection take effect in the order they were
+ * sent, as Redis guarantees for pipelined commands. A request is *finished* when it is answered
+ * and the handler holds it no longer (http_req_hold). A request is started (handed to the handler)
+ * only when every earlier request on its connection has finished -- except that a request the
+ * config's request_is_write() calls a write may start while the unfinished earlier ones are all
+ * writes too: the handler must then apply writes in the order it receives them (Ayder's core
+ * does), so a run of pipelined writes stays pipelined while a read, or anything else, waits for
+ * every write before it and sees its effect.
+ *
  * Ownership and threads:
  *  - A struct http_req belongs to the worker thread that parsed it. Every function here except
  *    http_req_post() and http_req_ref/unref must be called on that worker thread.
@@ -47,6 +56,10 @@ struct http_server_config {
     size_t request_mem_max;    /* per-request arena cap */
     http_handler_fn handler;
     void *handler_ctx;
+    /* Order of effect (above): true when the request is a write the handler applies in the order
+     * received, so it may start while earlier writes on its connection are unfinished. NULL:
+     * every request waits for all earlier ones on its connection. Worker thread; must be cheap. */
+    bool (*request_is_write)(void *ctx, const struct http_request *head);
     /* Called once per worker thread when it starts (e.g. to set up per-thread state). */
     void (*on_worker_start)(void *ctx, int worker);
 };
@@ -84,6 +97,13 @@ bool http_req_orphaned(const struct http_req *r);
  * body is not sent (Content-Length still describes it). Exactly one response per request. */
 void http_respond(struct http_req *r, int status, const char *content_type, const char *extra_headers,
                   const void *body, size_t len);
+
+/* Keep the request unfinished after its answer (worker thread): a handler that answers before
+ * the request's effect is complete (e.g. before an asynchronous write is applied) holds it, and
+ * unholds it when the effect is complete; later requests on the connection wait for that
+ * (order of effect, above). Every hold is matched by one unhold. */
+void http_req_hold(struct http_req *r);
+void http_req_unhold(struct http_req *r);
 
 /* Reference counting for requests handed to other threads (any thread). */
 void http_req_ref(struct http_req *r);

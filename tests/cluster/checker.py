@@ -1,4 +1,4 @@
-"""The history checker for the cluster tests (docs: /work/shared/TESTING.md, "The history checker").
+"""The history checker for the cluster tests (docs: ../shared/TESTING.md relative to the project root, "The history checker").
 
 A history is a list of operations recorded by the workload, plus observations of the log (reads
 during the run, and a final drain of every partition after the faults are healed). Every written

@@ -218,6 +218,9 @@ TEST(http_reject_request_line)
     CHECK_EQ_INT(rc_of("GET / HTTP/0.9\r\n\r\n"), ERR_UNSUPPORTED);
     CHECK_EQ_INT(rc_of("GET / HTTP/3.0\r\n\r\n"), ERR_UNSUPPORTED);
     CHECK_EQ_INT(rc_of("GET /\r\n\r\n"), ERR_UNSUPPORTED);
+    /* A request line without a target is malformed, not HTTP/0.9 (issue #12). */
+    CHECK_EQ_INT(rc_of("GET HTTP/1.1\r\n\r\n"), ERR_INVALID);
+    CHECK_EQ_INT(rc_of("POST HTTP/1.0\r\n\r\n"), ERR_INVALID);
 }
 
 TEST(http_reject_line_endings)
