@@ -270,7 +270,8 @@ static int compile_record(struct cctx *c, const struct anode *w, const struct an
         if (first == OP_NONE) {
             rc = c_nomem(c);
         } else {
-            memcpy(&c->pg->fields[first], tmp, nt * sizeof *tmp);
+            if (nt)
+                memcpy(&c->pg->fields[first], tmp, nt * sizeof *tmp);
             struct op *o = &c->pg->ops[op];
             o->a = first;
             o->b = nt - ndef;
@@ -933,7 +934,8 @@ static int scalar(struct dctx *c, uint32_t opi, struct rd *r, struct sval *v, in
         if (rc == 0 && !(p = arena_alloc(c->scratch, b.len ? b.len : 1)))
             rc = ERR_NOMEM;
         if (rc == 0) {
-            memcpy(p, b.data, b.len);
+            if (b.len)
+                memcpy(p, b.data, b.len);
             v->type = SV_JSON;
             v->escaped = false;
             v->p = p;
@@ -1257,7 +1259,8 @@ static int json_to_bin(const struct afmt *f, struct slice rec, struct arena *scr
             *err = "scratch arena full";
             rc = ERR_NOMEM;
         } else {
-            memcpy(p, b.data, b.len);
+            if (b.len)
+                memcpy(p, b.data, b.len);
             *bin = slice_of(p, b.len);
         }
     }

@@ -26,6 +26,7 @@
 #include "base/alloc.h"
 #include "base/err.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -684,7 +685,10 @@ int avro_encode_json(struct aenc *c, const struct anode *t, json_t *v, struct sb
     case AT_FLOAT: {
         if (!json_is_number(v))
             return why(c, "expected a number");
-        float f = (float)json_number_value(v);
+        double d = json_number_value(v);
+        if (isfinite(d) && fabs(d) > FLT_MAX)
+            return why(c, "number out of float range");
+        float f = (float)d;
         uint32_t u;
         memcpy(&u, &f, 4);
         sbuf_put_le32(out, u);
@@ -863,7 +867,8 @@ static int check_defaults(struct pctx *c)
             nomem(c);
             break;
         }
-        memcpy(p, b.data, b.len);
+        if (b.len)
+            memcpy(p, b.data, b.len);
         f->def_bin = slice_of(p, b.len);
     }
     sbuf_free(&b);
