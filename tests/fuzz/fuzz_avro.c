@@ -86,6 +86,16 @@ static void mkpaths(struct spath *p)
     }
 }
 
+/* Valid JSON per jansson, which refuses one valid thing: "\u0000" in an object key. */
+static bool json_ok(const char *p, size_t n, bool object)
+{
+    json_error_t je;
+    json_t *j = json_loadb(p, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    bool ok = j ? (!object || json_is_object(j)) : strstr(je.text, "NUL byte in object key") != NULL;
+    json_decref(j);
+    return ok;
+}
+
 static void run(const struct sfmt *f, const uint8_t *p, size_t n)
 {
     struct spath paths[NPATHS];
@@ -101,11 +111,8 @@ static void run(const struct sfmt *f, const uint8_t *p, size_t n)
             ASSERT(out[i].type <= SV_JSON);
             if (out[i].type == SV_STR)
                 ASSERT(utf8_valid((const uint8_t *)out[i].p, out[i].len));
-            if (out[i].type == SV_JSON) {
-                json_t *j = json_loadb(out[i].p, out[i].len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-                ASSERT(j);
-                json_decref(j);
-            }
+            if (out[i].type == SV_JSON)
+                ASSERT(json_ok(out[i].p, out[i].len, false));
         }
     }
     struct sbuf b;
@@ -116,9 +123,7 @@ static void run(const struct sfmt *f, const uint8_t *p, size_t n)
     if (r1 != ERR_NOMEM && r2 != ERR_NOMEM)
         ASSERT(r1 == r2);
     if (r2 == 0) {
-        json_t *j = json_loadb((const char *)b.data + 2, b.len - 2, JSON_ALLOW_NUL, NULL);
-        ASSERT(j && json_is_object(j));
-        json_decref(j);
+        ASSERT(json_ok((const char *)b.data + 2, b.len - 2, true));
     } else {
         ASSERT(b.len == 2);
     }

@@ -423,6 +423,11 @@ static int prog_build(struct prog *pg, const struct anode *w, const struct anode
     memset(pg, 0, sizeof *pg);
     int rc = compile(&c, w, r, "", &pg->root, 0);
     xfree(c.memo);
+    /* Records index fields[] even when they have none: keep the base pointer valid. */
+    if (rc == 0 && !pg->fields && !(pg->fields = xcalloc(1, sizeof *pg->fields))) {
+        serr_set(e, "", "out of memory");
+        rc = ERR_NOMEM;
+    }
     if (rc)
         prog_free(pg);
     return rc;
@@ -734,9 +739,10 @@ static int render(struct dctx *c, uint32_t opi, struct rd *r, struct sbuf *o, in
     case OP_BYTES:
         if ((rc = rd_len(c, r, &s)))
             return rc;
+        /* A writer string is UTF-8 even when the reader takes it as bytes. */
+        if ((op->kind == OP_STRING || op->out == AT_STRING) && !utf8_valid(s.ptr, s.len))
+            return corrupt(c, "string is not valid UTF-8");
         if (op->out == AT_STRING) {
-            if (!utf8_valid(s.ptr, s.len))
-                return corrupt(c, "string is not valid UTF-8");
             put_jstr(o, s.ptr, s.len);
         } else {
             sbuf_putc(o, '"');
