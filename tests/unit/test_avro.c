@@ -127,13 +127,13 @@ static bool sval_matches(const struct sval *v, json_t *want)
         return json_is_number(want) && json_number_value(want) == v->d;
     case SV_STR:
         return json_is_string(want) && !v->escaped && json_string_length(want) == v->len &&
-               memcmp(json_string_value(want), v->p, v->len) == 0;
+               (v->len == 0 || memcmp(json_string_value(want), v->p, v->len) == 0);
     case SV_BYTES: {
         struct sbuf b;
         sbuf_init(&b, 0);
         b64_encode(&b, (const uint8_t *)v->p, v->len);
         bool ok = json_is_string(want) && json_string_length(want) == b.len &&
-                  memcmp(json_string_value(want), b.data, b.len) == 0;
+                  (b.len == 0 || memcmp(json_string_value(want), b.data, b.len) == 0);
         sbuf_free(&b);
         return ok;
     }
@@ -260,7 +260,8 @@ TEST(avro_fixtures_decode)
                 /* every strict prefix is an error (Avro binary is prefix-free), never a crash */
                 for (size_t cut = 0; cut < n; cut++) {
                     uint8_t *t = malloc(cut ? cut : 1);
-                    memcpy(t, buf, cut);
+                    if (cut)
+                        memcpy(t, buf, cut);
                     arena_reset(&a);
                     int e1 = f->ops->extract(f, slice_of(t, cut), paths, nf, out, &a, &why);
                     json_t *g2 = NULL;
@@ -442,6 +443,47 @@ TEST(avro_schema_accepts)
         CHECK(s);
         avro_schema_free(s);
     }
+    /* "error" stays "error" in the canonical form (as Java's SchemaNormalization writes it) */
+    struct avro_schema *s = schema_of(ok[4]);
+    REQUIRE(s);
+    struct sbuf b;
+    sbuf_init(&b, 0);
+    avro_schema_canonical(s, &b);
+    const char *want = "{\"name\":\"Err\",\"type\":\"error\",\"fields\":[]}";
+    CHECK(b.len == strlen(want) && memcmp(b.data, want, b.len) == 0);
+    sbuf_free(&b);
+    avro_schema_free(s);
+}
+
+TEST(avro_schema_limits)
+{
+    /* 65536 symbols with a duplicate at the end: found without a quadratic scan */
+    struct sbuf t;
+    sbuf_init(&t, 0);
+    sbuf_puts(&t, "{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[");
+    for (int i = 0; i < 65536; i++)
+        sbuf_printf(&t, "%s\"S%d\"", i ? "," : "", i == 65535 ? 7 : i);
+    sbuf_puts(&t, "]}");
+    struct avro_schema *s = NULL;
+    struct serr e;
+    CHECK_EQ_INT(avro_schema_parse((const char *)t.data, t.len, &s, &e), ERR_INVALID);
+    CHECK(strcmp(e.path, "symbols[65535]") == 0 && strstr(e.msg, "S7"));
+    sbuf_reset(&t);
+    sbuf_puts(&t, "{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[");
+    for (int i = 0; i < 65537; i++)
+        sbuf_printf(&t, "%s\"S%d\"", i ? "," : "", i);
+    sbuf_puts(&t, "]}");
+    CHECK_EQ_INT(avro_schema_parse((const char *)t.data, t.len, &s, &e), ERR_INVALID);
+    CHECK(strcmp(e.path, "symbols") == 0);
+    /* a name component longer than 255 bytes */
+    sbuf_reset(&t);
+    sbuf_puts(&t, "{\"type\":\"fixed\",\"size\":1,\"name\":\"");
+    for (int i = 0; i < 256; i++)
+        sbuf_putc(&t, 'a');
+    sbuf_puts(&t, "\"}");
+    CHECK_EQ_INT(avro_schema_parse((const char *)t.data, t.len, &s, &e), ERR_INVALID);
+    CHECK(strcmp(e.path, "name") == 0);
+    sbuf_free(&t);
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -410,6 +410,11 @@ static int parse_record(struct pctx *c, json_t *j, struct anode *n, const char *
     return 0;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 static int parse_enum(struct pctx *c, json_t *j, struct anode *n, const char *path)
 {
     char p2[160];
@@ -430,10 +435,27 @@ static int parse_enum(struct pctx *c, json_t *j, struct anode *n, const char *pa
         if (!json_is_string(s) || !valid_name(json_string_value(s), json_string_length(s)))
             return fail(c, p2, "invalid enum symbol");
         n->symbols[i] = json_string_value(s);
-        /* Quadratic, but bounded: symbols are checked once per schema. */
-        for (size_t k = 0; k < i; k++)
-            if (strcmp(n->symbols[k], n->symbols[i]) == 0)
-                return fail(c, p2, "duplicate symbol '%s'", n->symbols[i]);
+    }
+    /* Duplicates: sort a copy (n log n: 65536 symbols must not cost 2^31 compares). */
+    if (ns > 1) {
+        const char **sorted = xmalloc(ns * sizeof *sorted);
+        if (!sorted)
+            return nomem(c);
+        memcpy(sorted, n->symbols, ns * sizeof *sorted);
+        qsort(sorted, ns, sizeof *sorted, cmp_str);
+        const char *dup = NULL;
+        for (size_t i = 1; i < ns && !dup; i++)
+            if (strcmp(sorted[i - 1], sorted[i]) == 0)
+                dup = sorted[i];
+        xfree(sorted);
+        if (dup) {
+            size_t at = 0;
+            for (size_t i = 0, seen = 0; i < ns; i++)
+                if (strcmp(n->symbols[i], dup) == 0 && seen++ == 1)
+                    at = i;
+            subpath(p2, sizeof p2, path, "symbols[%zu]", at);
+            return fail(c, p2, "duplicate symbol '%s'", dup);
+        }
     }
     json_t *d = json_object_get(j, "default");
     if (d) {
@@ -539,8 +561,10 @@ static struct anode *parse_type(struct pctx *c, json_t *j, const char *ns, const
     }
     const char *own_ns = ns;
     if (strcmp(t, "record") == 0 || strcmp(t, "error") == 0) {
-        if (!(n = new_node(c, AT_RECORD)) || parse_name(c, j, n, ns, path, &own_ns) ||
-            parse_record(c, j, n, own_ns, path, depth))
+        if (!(n = new_node(c, AT_RECORD)))
+            return NULL;
+        n->is_error = t[0] == 'e';
+        if (parse_name(c, j, n, ns, path, &own_ns) || parse_record(c, j, n, own_ns, path, depth))
             return NULL;
         return n;
     }
@@ -935,7 +959,9 @@ static void canon(const struct anode *t, struct sbuf *o, uint8_t *seen)
         }
         seen[t->id] = 1;
         sbuf_printf(o, "{\"name\":\"%s\",\"type\":\"%s\"", t->fullname,
-                    t->type == AT_RECORD ? "record" : t->type == AT_ENUM ? "enum" : "fixed");
+                    t->type == AT_RECORD ? (t->is_error ? "error" : "record")
+                    : t->type == AT_ENUM ? "enum"
+                                         : "fixed");
         if (t->type == AT_RECORD) {
             sbuf_puts(o, ",\"fields\":[");
             for (uint32_t i = 0; i < t->n; i++) {
