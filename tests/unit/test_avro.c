@@ -858,3 +858,45 @@ TEST(avro_json_encoding)
     arena_free(&a);
     avro_schema_free(s);
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* Allocation failure                                                                        */
+
+#include "base/alloc.h"
+
+TEST(avro_alloc_failures)
+{
+    json_t *fx = load_fixtures();
+    REQUIRE(fx);
+    json_t *c = json_array_get(json_object_get(fx, "cases"), 2); /* evolution v1 -> v2 */
+    char *wt = json_dumps(json_object_get(c, "writer"), JSON_COMPACT);
+    char *rt = json_dumps(json_object_get(c, "reader"), JSON_COMPACT);
+    int ok_at = -1;
+    for (int n = 1; n < 400 && ok_at < 0; n++) {
+        struct avro_schema *w = NULL, *r = NULL;
+        struct sfmt *f = NULL, *fj = NULL;
+        struct serr e;
+        alloc_fail_after(n);
+        int rc = avro_schema_parse(wt, strlen(wt), &w, &e);
+        if (rc == 0)
+            rc = avro_schema_parse(rt, strlen(rt), &r, &e);
+        if (rc == 0)
+            rc = sfmt_avro_new(w, r, &f, &e);
+        if (rc == 0)
+            rc = sfmt_avro_json_new(r, true, NULL, &fj, &e);
+        alloc_fail_after(0);
+        if (rc != 0 && rc != ERR_NOMEM)
+            fprintf(stderr, "    alloc fail at %d: rc %d %s: %s\n", n, rc, e.path, e.msg);
+        CHECK(rc == 0 || rc == ERR_NOMEM);
+        if (rc == 0)
+            ok_at = n;
+        sfmt_free(f);
+        sfmt_free(fj);
+        avro_schema_free(w);
+        avro_schema_free(r);
+    }
+    CHECK(ok_at > 1);
+    free(wt);
+    free(rt);
+    json_decref(fx);
+}

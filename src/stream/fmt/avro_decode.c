@@ -1246,15 +1246,20 @@ static int json_to_bin(const struct afmt *f, struct slice rec, struct arena *scr
         json_decref(j);
         return ERR_INVALID;
     }
-    struct aenc ec = {AENC_JSON, f->apply_defaults, f->field_aliases, NULL, {0}};
+    struct aenc ec = {AENC_JSON, f->apply_defaults, f->field_aliases, NULL, false, {0}};
     struct sbuf b;
     sbuf_init(&b, scratch->max_bytes ? scratch->max_bytes : 0);
-    if (avro_encode_json(&ec, f->reader, j, &b, 0)) {
+    int erc = avro_encode_json(&ec, f->reader, j, &b, 0);
+    if (erc && ec.nomem) {
+        *err = "out of memory";
+        rc = ERR_NOMEM;
+    } else if (erc) {
         char *msg = NULL;
-        size_t ml = strlen(ec.why) + strlen(ec.where) + 16;
+        const char *why = ec.why ? ec.why : "record does not fit the schema";
+        size_t ml = strlen(why) + strlen(ec.where) + 16;
         if ((msg = arena_alloc(scratch, ml)))
-            snprintf(msg, ml, "%s%s%s", ec.where, ec.where[0] ? ": " : "", ec.why);
-        *err = msg ? msg : ec.why;
+            snprintf(msg, ml, "%s%s%s", ec.where, ec.where[0] ? ": " : "", why);
+        *err = msg ? msg : why;
         rc = ERR_CORRUPT;
     } else if (!sbuf_ok(&b)) {
         *err = "scratch arena full";

@@ -98,6 +98,7 @@ struct aenc {
     bool apply_defaults;
     json_t *field_aliases; /* object name -> [alias...]; may be NULL */
     const char *why;
+    bool nomem; /* the failure was an allocation, not the value */
     char where[128]; /* the field or member where encoding failed (best effort) */
 };
 int avro_encode_json(struct aenc *c, const struct anode *t, json_t *v, struct sbuf *out, int depth);

@@ -740,8 +740,10 @@ int avro_encode_json(struct aenc *c, const struct anode *t, json_t *v, struct sb
         struct sbuf tmp;
         sbuf_init(&tmp, 0);
         int rc = latin1(c, v, &tmp);
-        if (rc == 0 && !sbuf_ok(&tmp))
+        if (rc == 0 && !sbuf_ok(&tmp)) {
+            c->nomem = true;
             rc = why(c, "out of memory");
+        }
         if (rc == 0 && t->type == AT_FIXED && tmp.len != t->size)
             rc = why(c, "fixed value has the wrong length");
         if (rc == 0) {
@@ -804,14 +806,16 @@ int avro_encode_json(struct aenc *c, const struct anode *t, json_t *v, struct sb
         for (uint32_t i = 0; i < t->n; i++) {
             const struct afield *f = &t->fields[i];
             json_t *fv = c->mode == AENC_JSON ? field_value(c, v, f) : json_object_get(v, f->name);
-            struct aenc dc = {AENC_DEFAULT, false, NULL, NULL, {0}};
+            struct aenc dc = {AENC_DEFAULT, false, NULL, NULL, false, {0}};
             int rc;
             if (fv) {
                 rc = avro_encode_json(c, f->type, fv, out, depth + 1);
             } else if (f->def && (c->mode == AENC_DEFAULT || c->apply_defaults)) {
                 rc = avro_encode_json(&dc, f->type, f->def, out, depth + 1);
-                if (rc)
+                if (rc) {
                     c->why = dc.why;
+                    c->nomem = dc.nomem;
+                }
             } else {
                 rc = why(c, c->mode == AENC_JSON && f->def ? "missing field (apply_defaults is off)"
                                                             : "missing field without a default");
@@ -855,6 +859,10 @@ int avro_encode_json(struct aenc *c, const struct anode *t, json_t *v, struct sb
             put_long(out, i);
             if (avro_encode_json(&tc, t->branches[i], v, out, depth + 1) == 0)
                 return 0;
+            if (tc.nomem) {
+                c->nomem = true;
+                return why(c, "out of memory");
+            }
         }
         out->len = mark;
         return why(c, "value matches no branch of the union");
@@ -872,9 +880,13 @@ static int check_defaults(struct pctx *c)
     sbuf_init(&b, 0);
     for (uint32_t i = 0; i < c->npend && c->rc == 0; i++) {
         struct afield *f = c->pend[i].f;
-        struct aenc ec = {AENC_DEFAULT, false, NULL, NULL, {0}};
+        struct aenc ec = {AENC_DEFAULT, false, NULL, NULL, false, {0}};
         sbuf_reset(&b);
         if (avro_encode_json(&ec, f->type, f->def, &b, 0)) {
+            if (ec.nomem) {
+                nomem(c);
+                break;
+            }
             if (ec.where[0])
                 fail(c, c->pend[i].path, "invalid default (field '%s': %s)", ec.where, ec.why);
             else
