@@ -43,7 +43,7 @@
  *     ERR_INVALID: records are objects.
  *
  * Limits: schema text 4 MiB; nesting 64; names 255 bytes per component, fullnames 1023; 4096
- * fields per record; 65536 enum symbols; 256 union branches; 16384 named types; fixed size
+ * fields per record; 65536 enum symbols; 256 union branches; 4096 named types; fixed size
  * 16 MiB. Exceeding one is ERR_INVALID.
  *
  * Ownership: a schema owns everything it points to; an sfmt borrows its schemas (they must

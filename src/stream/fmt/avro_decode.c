@@ -270,7 +270,8 @@ static int compile_record(struct cctx *c, const struct anode *w, const struct an
         if (first == OP_NONE) {
             rc = c_nomem(c);
         } else {
-            memcpy(&c->pg->fields[first], tmp, nt * sizeof *tmp);
+            if (nt)
+                memcpy(&c->pg->fields[first], tmp, nt * sizeof *tmp);
             struct op *o = &c->pg->ops[op];
             o->a = first;
             o->b = nt - ndef;
@@ -422,6 +423,11 @@ static int prog_build(struct prog *pg, const struct anode *w, const struct anode
     memset(pg, 0, sizeof *pg);
     int rc = compile(&c, w, r, "", &pg->root, 0);
     xfree(c.memo);
+    /* Records index fields[] even when they have none: keep the base pointer valid. */
+    if (rc == 0 && !pg->fields && !(pg->fields = xcalloc(1, sizeof *pg->fields))) {
+        serr_set(e, "", "out of memory");
+        rc = ERR_NOMEM;
+    }
     if (rc)
         prog_free(pg);
     return rc;
@@ -733,9 +739,10 @@ static int render(struct dctx *c, uint32_t opi, struct rd *r, struct sbuf *o, in
     case OP_BYTES:
         if ((rc = rd_len(c, r, &s)))
             return rc;
+        /* A writer string is UTF-8 even when the reader takes it as bytes. */
+        if ((op->kind == OP_STRING || op->out == AT_STRING) && !utf8_valid(s.ptr, s.len))
+            return corrupt(c, "string is not valid UTF-8");
         if (op->out == AT_STRING) {
-            if (!utf8_valid(s.ptr, s.len))
-                return corrupt(c, "string is not valid UTF-8");
             put_jstr(o, s.ptr, s.len);
         } else {
             sbuf_putc(o, '"');
@@ -933,7 +940,8 @@ static int scalar(struct dctx *c, uint32_t opi, struct rd *r, struct sval *v, in
         if (rc == 0 && !(p = arena_alloc(c->scratch, b.len ? b.len : 1)))
             rc = ERR_NOMEM;
         if (rc == 0) {
-            memcpy(p, b.data, b.len);
+            if (b.len)
+                memcpy(p, b.data, b.len);
             v->type = SV_JSON;
             v->escaped = false;
             v->p = p;
@@ -1238,15 +1246,20 @@ static int json_to_bin(const struct afmt *f, struct slice rec, struct arena *scr
         json_decref(j);
         return ERR_INVALID;
     }
-    struct aenc ec = {AENC_JSON, f->apply_defaults, f->field_aliases, NULL, {0}};
+    struct aenc ec = {AENC_JSON, f->apply_defaults, f->field_aliases, NULL, false, {0}};
     struct sbuf b;
     sbuf_init(&b, scratch->max_bytes ? scratch->max_bytes : 0);
-    if (avro_encode_json(&ec, f->reader, j, &b, 0)) {
+    int erc = avro_encode_json(&ec, f->reader, j, &b, 0);
+    if (erc && ec.nomem) {
+        *err = "out of memory";
+        rc = ERR_NOMEM;
+    } else if (erc) {
         char *msg = NULL;
-        size_t ml = strlen(ec.why) + strlen(ec.where) + 16;
+        const char *why = ec.why ? ec.why : "record does not fit the schema";
+        size_t ml = strlen(why) + strlen(ec.where) + 16;
         if ((msg = arena_alloc(scratch, ml)))
-            snprintf(msg, ml, "%s%s%s", ec.where, ec.where[0] ? ": " : "", ec.why);
-        *err = msg ? msg : ec.why;
+            snprintf(msg, ml, "%s%s%s", ec.where, ec.where[0] ? ": " : "", why);
+        *err = msg ? msg : why;
         rc = ERR_CORRUPT;
     } else if (!sbuf_ok(&b)) {
         *err = "scratch arena full";
@@ -1257,7 +1270,8 @@ static int json_to_bin(const struct afmt *f, struct slice rec, struct arena *scr
             *err = "scratch arena full";
             rc = ERR_NOMEM;
         } else {
-            memcpy(p, b.data, b.len);
+            if (b.len)
+                memcpy(p, b.data, b.len);
             *bin = slice_of(p, b.len);
         }
     }

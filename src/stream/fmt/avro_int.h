@@ -63,6 +63,7 @@ struct afield {
 struct anode {
     uint8_t type;    /* enum atype */
     uint8_t logical; /* enum alogical */
+    bool is_error;   /* AT_RECORD declared as "error" (kept by the canonical form) */
     int32_t precision, scale;
     uint32_t id;          /* dense index, for per-schema bitmaps */
     const char *fullname; /* named types: "ns.Name" (or "Name") */
@@ -97,6 +98,7 @@ struct aenc {
     bool apply_defaults;
     json_t *field_aliases; /* object name -> [alias...]; may be NULL */
     const char *why;
+    bool nomem; /* the failure was an allocation, not the value */
     char where[128]; /* the field or member where encoding failed (best effort) */
 };
 int avro_encode_json(struct aenc *c, const struct anode *t, json_t *v, struct sbuf *out, int depth);
@@ -111,7 +113,7 @@ const char *avro_type_name(const struct anode *t);
 #define AVRO_FIELDS_MAX 4096       /* fields in one record */
 #define AVRO_SYMBOLS_MAX 65536     /* symbols in one enum */
 #define AVRO_BRANCHES_MAX 256      /* branches in one union */
-#define AVRO_NAMED_MAX 16384       /* named types in one schema */
+#define AVRO_NAMED_MAX 4096        /* named types in one schema (looked up linearly) */
 #define AVRO_NODES_MAX 262144      /* nodes in one schema */
 #define AVRO_FIXED_MAX (1u << 24)  /* bytes in one fixed */
 #define AVRO_SCHEMA_TEXT_MAX (4u << 20)

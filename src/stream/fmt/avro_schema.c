@@ -26,6 +26,7 @@
 #include "base/alloc.h"
 #include "base/err.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -409,6 +410,11 @@ static int parse_record(struct pctx *c, json_t *j, struct anode *n, const char *
     return 0;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 static int parse_enum(struct pctx *c, json_t *j, struct anode *n, const char *path)
 {
     char p2[160];
@@ -429,10 +435,27 @@ static int parse_enum(struct pctx *c, json_t *j, struct anode *n, const char *pa
         if (!json_is_string(s) || !valid_name(json_string_value(s), json_string_length(s)))
             return fail(c, p2, "invalid enum symbol");
         n->symbols[i] = json_string_value(s);
-        /* Quadratic, but bounded: symbols are checked once per schema. */
-        for (size_t k = 0; k < i; k++)
-            if (strcmp(n->symbols[k], n->symbols[i]) == 0)
-                return fail(c, p2, "duplicate symbol '%s'", n->symbols[i]);
+    }
+    /* Duplicates: sort a copy (n log n: 65536 symbols must not cost 2^31 compares). */
+    if (ns > 1) {
+        const char **sorted = xmalloc(ns * sizeof *sorted);
+        if (!sorted)
+            return nomem(c);
+        memcpy(sorted, n->symbols, ns * sizeof *sorted);
+        qsort(sorted, ns, sizeof *sorted, cmp_str);
+        const char *dup = NULL;
+        for (size_t i = 1; i < ns && !dup; i++)
+            if (strcmp(sorted[i - 1], sorted[i]) == 0)
+                dup = sorted[i];
+        xfree(sorted);
+        if (dup) {
+            size_t at = 0;
+            for (size_t i = 0, seen = 0; i < ns; i++)
+                if (strcmp(n->symbols[i], dup) == 0 && seen++ == 1)
+                    at = i;
+            subpath(p2, sizeof p2, path, "symbols[%zu]", at);
+            return fail(c, p2, "duplicate symbol '%s'", dup);
+        }
     }
     json_t *d = json_object_get(j, "default");
     if (d) {
@@ -538,8 +561,10 @@ static struct anode *parse_type(struct pctx *c, json_t *j, const char *ns, const
     }
     const char *own_ns = ns;
     if (strcmp(t, "record") == 0 || strcmp(t, "error") == 0) {
-        if (!(n = new_node(c, AT_RECORD)) || parse_name(c, j, n, ns, path, &own_ns) ||
-            parse_record(c, j, n, own_ns, path, depth))
+        if (!(n = new_node(c, AT_RECORD)))
+            return NULL;
+        n->is_error = t[0] == 'e';
+        if (parse_name(c, j, n, ns, path, &own_ns) || parse_record(c, j, n, own_ns, path, depth))
             return NULL;
         return n;
     }
@@ -684,7 +709,10 @@ int avro_encode_json(struct aenc *c, const struct anode *t, json_t *v, struct sb
     case AT_FLOAT: {
         if (!json_is_number(v))
             return why(c, "expected a number");
-        float f = (float)json_number_value(v);
+        double d = json_number_value(v);
+        if (isfinite(d) && fabs(d) > FLT_MAX)
+            return why(c, "number out of float range");
+        float f = (float)d;
         uint32_t u;
         memcpy(&u, &f, 4);
         sbuf_put_le32(out, u);
@@ -712,8 +740,10 @@ int avro_encode_json(struct aenc *c, const struct anode *t, json_t *v, struct sb
         struct sbuf tmp;
         sbuf_init(&tmp, 0);
         int rc = latin1(c, v, &tmp);
-        if (rc == 0 && !sbuf_ok(&tmp))
+        if (rc == 0 && !sbuf_ok(&tmp)) {
+            c->nomem = true;
             rc = why(c, "out of memory");
+        }
         if (rc == 0 && t->type == AT_FIXED && tmp.len != t->size)
             rc = why(c, "fixed value has the wrong length");
         if (rc == 0) {
@@ -776,14 +806,16 @@ int avro_encode_json(struct aenc *c, const struct anode *t, json_t *v, struct sb
         for (uint32_t i = 0; i < t->n; i++) {
             const struct afield *f = &t->fields[i];
             json_t *fv = c->mode == AENC_JSON ? field_value(c, v, f) : json_object_get(v, f->name);
-            struct aenc dc = {AENC_DEFAULT, false, NULL, NULL, {0}};
+            struct aenc dc = {AENC_DEFAULT, false, NULL, NULL, false, {0}};
             int rc;
             if (fv) {
                 rc = avro_encode_json(c, f->type, fv, out, depth + 1);
             } else if (f->def && (c->mode == AENC_DEFAULT || c->apply_defaults)) {
                 rc = avro_encode_json(&dc, f->type, f->def, out, depth + 1);
-                if (rc)
+                if (rc) {
                     c->why = dc.why;
+                    c->nomem = dc.nomem;
+                }
             } else {
                 rc = why(c, c->mode == AENC_JSON && f->def ? "missing field (apply_defaults is off)"
                                                             : "missing field without a default");
@@ -827,6 +859,10 @@ int avro_encode_json(struct aenc *c, const struct anode *t, json_t *v, struct sb
             put_long(out, i);
             if (avro_encode_json(&tc, t->branches[i], v, out, depth + 1) == 0)
                 return 0;
+            if (tc.nomem) {
+                c->nomem = true;
+                return why(c, "out of memory");
+            }
         }
         out->len = mark;
         return why(c, "value matches no branch of the union");
@@ -844,9 +880,13 @@ static int check_defaults(struct pctx *c)
     sbuf_init(&b, 0);
     for (uint32_t i = 0; i < c->npend && c->rc == 0; i++) {
         struct afield *f = c->pend[i].f;
-        struct aenc ec = {AENC_DEFAULT, false, NULL, NULL, {0}};
+        struct aenc ec = {AENC_DEFAULT, false, NULL, NULL, false, {0}};
         sbuf_reset(&b);
         if (avro_encode_json(&ec, f->type, f->def, &b, 0)) {
+            if (ec.nomem) {
+                nomem(c);
+                break;
+            }
             if (ec.where[0])
                 fail(c, c->pend[i].path, "invalid default (field '%s': %s)", ec.where, ec.why);
             else
@@ -863,7 +903,8 @@ static int check_defaults(struct pctx *c)
             nomem(c);
             break;
         }
-        memcpy(p, b.data, b.len);
+        if (b.len)
+            memcpy(p, b.data, b.len);
         f->def_bin = slice_of(p, b.len);
     }
     sbuf_free(&b);
@@ -930,7 +971,9 @@ static void canon(const struct anode *t, struct sbuf *o, uint8_t *seen)
         }
         seen[t->id] = 1;
         sbuf_printf(o, "{\"name\":\"%s\",\"type\":\"%s\"", t->fullname,
-                    t->type == AT_RECORD ? "record" : t->type == AT_ENUM ? "enum" : "fixed");
+                    t->type == AT_RECORD ? (t->is_error ? "error" : "record")
+                    : t->type == AT_ENUM ? "enum"
+                                         : "fixed");
         if (t->type == AT_RECORD) {
             sbuf_puts(o, ",\"fields\":[");
             for (uint32_t i = 0; i < t->n; i++) {
