@@ -426,6 +426,11 @@ size_t sval_fmt_double(char buf[SVAL_DOUBLE_CHARS], double d)
         if (strtod(buf, NULL) == d)
             break;
     }
+    /* keep a double recognisable as one ("2.0", not "2") so typed readers see a float */
+    if (!memchr(buf, '.', (size_t)n) && !memchr(buf, 'e', (size_t)n) && n + 2 < SVAL_DOUBLE_CHARS) {
+        buf[n++] = '.';
+        buf[n++] = '0';
+    }
     return (size_t)n;
 }
 

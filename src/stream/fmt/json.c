@@ -592,6 +592,49 @@ bool json_scan_validate(const uint8_t *p, size_t n)
     return scan_doc(p, n, NULL, 0, NULL, NULL, NULL, &obj, NULL, NULL) == 0;
 }
 
+int json_scan_array(const uint8_t *p, size_t n, bool (*visit)(void *ctx, const struct sval *v),
+                    void *ctx)
+{
+    struct sval v;
+    struct jscan s;
+    memset(&s, 0, sizeof s);
+    s.p = p;
+    s.end = p + n;
+    s.out = &v;
+    s.len_mask[0] = 1; /* "path" 0 has no segments: it takes each element scanned at depth 0 */
+    skip_ws(&s);
+    if (s.p >= s.end || *s.p != '[')
+        return json_scan_validate(p, n) ? ERR_INVALID : ERR_CORRUPT;
+    s.p++;
+    s.depth = 1;
+    skip_ws(&s);
+    if (s.p < s.end && *s.p == ']') {
+        s.p++;
+    } else {
+        for (;;) {
+            v.type = SV_MISSING;
+            if (scan_value(&s, 1, 0))
+                return s.rc ? s.rc : ERR_CORRUPT;
+            if (!visit(ctx, &v))
+                return 0; /* stopped early: the rest is not validated (the caller had the
+                             record validated already) */
+            skip_ws(&s);
+            if (s.p < s.end && *s.p == ',') {
+                s.p++;
+                skip_ws(&s);
+                continue;
+            }
+            if (s.p < s.end && *s.p == ']') {
+                s.p++;
+                break;
+            }
+            return ERR_CORRUPT;
+        }
+    }
+    skip_ws(&s);
+    return s.p == s.end ? 0 : ERR_CORRUPT;
+}
+
 int json_scan_validate_err(const uint8_t *p, size_t n, const char **why)
 {
     bool obj;

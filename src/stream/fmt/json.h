@@ -22,6 +22,11 @@
 int sfmt_json_new(struct sfmt **out);
 /* Validate one JSON text (any value). True if valid. */
 bool json_scan_validate(const uint8_t *p, size_t n);
+/* Visit the elements of the JSON array text [p, p + n) in order (each as an sval pointing into
+ * p; nested containers as SV_JSON). visit returns false to stop early. Returns 0, ERR_CORRUPT
+ * (not valid JSON) or ERR_INVALID (valid, but not an array). Used for `contains` on arrays. */
+int json_scan_array(const uint8_t *p, size_t n, bool (*visit)(void *ctx, const struct sval *v),
+                    void *ctx);
 /* The same, returning 0 or ERR_CORRUPT and a static reason in *why (NULL when valid). */
 int json_scan_validate_err(const uint8_t *p, size_t n, const char **why);
 
