@@ -226,6 +226,25 @@ static int over(struct cctx *c, const char *path, const char *limit, uint64_t v)
     return ERR_QUERY_LIMIT;
 }
 
+/* Unknown members are errors: a typo ("gruop_by") must not silently change the answer. */
+static int check_members(struct cctx *c, json_t *obj, const char *path, const char *const *ok)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v)
+    {
+        bool known = false;
+        for (size_t i = 0; ok[i] && !known; i++)
+            known = strcmp(k, ok[i]) == 0;
+        if (!known) {
+            char p[200];
+            snprintf(p, sizeof p, "%s/%s", path, k);
+            return bad(c, p, "unknown member");
+        }
+    }
+    return 0;
+}
+
 static void *q_alloc(struct squery *q, size_t n)
 {
     void *p = arena_alloc(&q->arena, n ? n : 1);
@@ -464,6 +483,11 @@ static int compile_source(struct cctx *c, json_t *req)
     json_t *src = json_object_get(req, "source");
     if (!json_is_object(src))
         return bad(c, "/source", "missing or not an object");
+    static const char *const src_ok[] = {"topic", "group", "partition", "partitions", "offset",
+                                         "end_offset", "from_ms", "to_ms", "limit", "commit", NULL};
+    int rc = check_members(c, src, "/source", src_ok);
+    if (rc)
+        return rc;
     json_t *t = json_object_get(src, "topic");
     if (!json_is_string(t) || json_string_length(t) == 0 || json_string_length(t) > SQUERY_NAME_MAX)
         return bad(c, "/source/topic", "missing or not a topic name");
@@ -654,6 +678,10 @@ static int compile_aggregate(struct cctx *c, json_t *agg)
     struct squery *q = c->q;
     if (!json_is_object(agg))
         return bad(c, "/aggregate", "not an object");
+    static const char *const agg_ok[] = {"group_by", "measures", "order_by", "limit", NULL};
+    int rc = check_members(c, agg, "/aggregate", agg_ok);
+    if (rc)
+        return rc;
     q->aggregate = true;
     json_t *gb = json_object_get(agg, "group_by");
     if (gb) {
@@ -688,6 +716,10 @@ static int compile_aggregate(struct cctx *c, json_t *agg)
         snprintf(p, sizeof p, "/aggregate/measures/%u", i);
         if (!json_is_object(m))
             return bad(c, p, "a measure is {\"op\",\"field\",\"as\"}");
+        static const char *const m_ok[] = {"op", "field", "as", NULL};
+        rc = check_members(c, m, p, m_ok);
+        if (rc)
+            return rc;
         json_t *jo = json_object_get(m, "op"), *jf = json_object_get(m, "field"),
                *ja = json_object_get(m, "as");
         snprintf(p, sizeof p, "/aggregate/measures/%u/op", i);
@@ -745,6 +777,11 @@ static int compile_window(struct cctx *c, json_t *w)
         return bad(c, "/window", "not an object");
     if (!q->aggregate)
         return bad(c, "/window", "a window applies to aggregates; add \"aggregate\"");
+    static const char *const w_ok[] = {"type", "size_ms", "advance_ms", "allowed_lateness_ms",
+                                       "late", "time_field", NULL};
+    int rc = check_members(c, w, "/window", w_ok);
+    if (rc)
+        return rc;
     json_t *t = json_object_get(w, "type");
     const char *type = t && json_is_string(t) ? json_string_value(t) : "tumbling";
     if (t && !json_is_string(t))
@@ -906,6 +943,9 @@ static int compile(struct cctx *c, json_t *req)
     json_t *tr = json_object_get(req, "transform");
     if (tr && !json_is_object(tr))
         return bad(c, "/transform", "not an object");
+    static const char *const tr_ok[] = {"left_fields", "emit_rows", "select", "order_by", NULL};
+    if (tr && (rc = check_members(c, tr, "/transform", tr_ok)))
+        return rc;
     rc = compile_projection(c, req, tr);
     if (rc)
         return rc;
@@ -1750,7 +1790,7 @@ int squery_finish(struct squery *q, struct jw *w)
     size_t start = w->out->len;
     jw_key(w, "rows");
     jw_arr_open(w);
-    if (q->nrow_order) {
+    if (q->nrow_order && q->nrows > 1) {
         qsort_r(q->rows, q->nrows, sizeof *q->rows, rows_cmp_q, q);
         if (q->nrows > q->emit_rows)
             q->rows_truncated = true;

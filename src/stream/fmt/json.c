@@ -528,8 +528,8 @@ static int json_extract(const struct sfmt *f, struct slice rec, const struct spa
     do {
         size_t k = n - done > 64 ? 64 : n - done;
         bool obj;
-        int rc = scan_doc(rec.ptr, rec.len, paths + done, k, out + done, scratch, err, &obj,
-                          NULL, NULL);
+        int rc = scan_doc(rec.ptr, rec.len, k ? paths + done : NULL, k, k ? out + done : NULL,
+                          scratch, err, &obj, NULL, NULL);
         if (rc)
             return rc;
         if (!obj) {
