@@ -34,7 +34,7 @@ UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 DEPS     := $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(BUILD)/src/main.d $(LIB_SRC:%.c=build-fuzz/%.d)
 
-.PHONY: all clean test unit integration shim cluster jepsen fuzz-replay fuzz fuzz-build bench bench-cluster soak deps test-deps
+.PHONY: all clean test unit integration shim cluster jepsen fuzz-replay fuzz fuzz-build bench bench-cluster bench-query soak deps test-deps
 
 all: ayder
 
@@ -122,6 +122,13 @@ soak: ayder $(BUILD)/unit_tests
 	CORE_SIM_SEEDS=$${CORE_SIM_SEEDS:-5000} ./$(BUILD)/unit_tests core_sim
 	AYDER_SOAK=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration/test_durability.py
 	$(MAKE) fuzz FUZZ_SECONDS=$${FUZZ_SECONDS:-600}
+
+# The query engine's feed loop over in-memory 64-byte JSON records (docs/BENCHMARKS.md).
+$(BUILD)/query_bench: bench/query_bench.c $(BUILD)/libayder.a
+	$(CC) $(CFLAGS) $(WARN) $(DEFS) $(INCS) -o $@ $< $(BUILD)/libayder.a $(LIBS)
+
+bench-query: $(BUILD)/query_bench
+	./$(BUILD)/query_bench 2000000
 
 deps:
 	tools/install-deps build

@@ -46,12 +46,14 @@
     X(ERR_CORRUPT,        "corrupt",              500, "Corrupt data on disk")                    \
     X(ERR_INTERNAL,       "internal",             500, "Internal error")                          \
     X(ERR_AGAIN,          "again",                503, "Try again")                               \
-    X(ERR_EOF,            "eof",                  500, "Unexpected end of data")                 \
+    X(ERR_EOF,            "eof",                  500, "Unexpected end of data")                  \
     X(ERR_SCHEMA_INVALID, "invalid_schema",       422, "Invalid schema")                          \
     X(ERR_SCHEMA_NOT_FOUND, "schema_not_found",   404, "Schema not found")                        \
     X(ERR_SUBJECT_NOT_FOUND, "subject_not_found", 404, "Subject not found")                       \
     X(ERR_VERSION_NOT_FOUND, "version_not_found", 404, "Version not found")                       \
-    X(ERR_VERSION_INVALID, "invalid_version",     422, "Invalid version")
+    X(ERR_VERSION_INVALID, "invalid_version",     422, "Invalid version")                         \
+    X(ERR_UNPROCESSABLE,  "invalid_query",        422, "The query or schema is not valid")        \
+    X(ERR_QUERY_LIMIT,    "query_limit",          413, "A per-call query limit was exceeded")
 
 #define ERR_OK 0
 

@@ -163,6 +163,12 @@ void jw_raw(struct jw *w, const char *json)
     sbuf_puts(w->out, json);
 }
 
+void jw_rawn(struct jw *w, const uint8_t *json, size_t n)
+{
+    pre_value(w);
+    sbuf_append(w->out, json, n);
+}
+
 bool utf8_valid(const uint8_t *s, size_t n)
 {
     size_t i = 0;

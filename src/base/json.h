@@ -35,6 +35,7 @@ void jw_i64(struct jw *w, int64_t v);
 void jw_bool(struct jw *w, bool v);
 void jw_null(struct jw *w);
 void jw_raw(struct jw *w, const char *json); /* a pre-formed JSON value */
+void jw_rawn(struct jw *w, const uint8_t *json, size_t n); /* the same, as a slice */
 
 /* Shorthands for "key":value members. */
 static inline void jw_kstr(struct jw *w, const char *k, const char *v) { jw_key(w, k); jw_str(w, v); }

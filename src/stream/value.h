@@ -84,6 +84,10 @@ bool sval_eq(const struct sval *a, const struct sval *b);
 uint64_t sval_hash(const struct sval *v, uint64_t seed);
 /* Write v as one JSON value (SV_MISSING as null, SV_BYTES as a base64 string). */
 void sval_write_json(struct jw *w, const struct sval *v);
+/* The shortest "%.15g".."%.17g" text that reads back as d, with ".0" added to an integral
+ * value so it still reads as a double (a valid JSON number; "null" for a non-finite d). Returns its length; buf is not NUL-terminated by contract. */
+#define SVAL_DOUBLE_CHARS 40
+size_t sval_fmt_double(char buf[SVAL_DOUBLE_CHARS], double d);
 /* Unescape an escaped SV_STR into the arena (v is rewritten in place, escaped = false). Returns
  * 0 or ERR_NOMEM. */
 int sval_unescape(struct sval *v, struct arena *a);
