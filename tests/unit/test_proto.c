@@ -840,3 +840,81 @@ TEST(proto_confluent_indexes)
 }
 
 __attribute__((constructor)) static void test_proto_init(void) { arena_init(&A, 64u << 20); }
+
+/* ---- the proto3 JSON encoding as records ------------------------------------------------------- */
+
+TEST(proto_json_records)
+{
+    struct proto_schema *s = parse_ok(fx_proto_text);
+    REQUIRE(s);
+    json_t *aliases = json_loads("{\"user_name\": [\"login\", \"user\"]}", 0, NULL);
+    struct sfmt *f = NULL;
+    struct serr e;
+    REQUIRE(sfmt_proto_json_new(s, proto_message_by_name(s, "fx.Order"), aliases, &f, &e) == 0);
+    json_decref(aliases);
+    const char *rec = "{\"id\":\"42\",\"login\":\"ann\",\"packed_nums\":[1,\"2\",300],"
+                      "\"labels\":{\"env\":\"prod\"},\"itemsById\":{\"5\":{\"sku\":\"A5\"}},"
+                      "\"items\":[{\"sku\":\"x\",\"qty\":2}],\"main\":null,\"cashCents\":1999,"
+                      "\"ts\":\"2023-11-14T22:13:20.500Z\",\"maybe\":\"77\",\"color\":1,"
+                      "\"nested\":{\"deep\":{\"x\":\"d\"}},\"unknown\":true}";
+    const uint8_t *r = (const uint8_t *)rec;
+    size_t n = strlen(rec);
+    CHECK(is_int(f, r, n, "id", 42));
+    CHECK(is_str(f, r, n, "user_name", "ann"));
+    CHECK(is_str(f, r, n, "login", "ann"));
+    CHECK(is_int(f, r, n, "packed_nums[1]", 2));
+    CHECK(is_json(f, r, n, "packedNums", "[1,\"2\",300]"));
+    CHECK(is_str(f, r, n, "labels.env", "prod"));
+    CHECK(is_str(f, r, n, "items_by_id.5.sku", "A5"));
+    CHECK(is_int(f, r, n, "items_by_id.5.qty", 0));
+    CHECK(is_int(f, r, n, "items[0].qty", 2));
+    CHECK(is_type(f, r, n, "main", SV_MISSING));
+    CHECK(is_type(f, r, n, "main.sku", SV_MISSING));
+    CHECK(is_type(f, r, n, "card", SV_MISSING));
+    CHECK(is_int(f, r, n, "cash_cents", 1999));
+    CHECK(is_str(f, r, n, "ts", "2023-11-14T22:13:20.500Z"));
+    CHECK(is_int(f, r, n, "maybe", 77));
+    CHECK(is_str(f, r, n, "color", "RED"));
+    CHECK(is_str(f, r, n, "nested.deep.x", "d"));
+    CHECK(is_json(f, r, n, "unpacked_nums", "[]"));
+    CHECK(json_is(f, r, n,
+                  "{\"id\":\"42\",\"userName\":\"ann\",\"packedNums\":[1,2,300],"
+                  "\"labels\":{\"env\":\"prod\"},\"itemsById\":{\"5\":{\"sku\":\"A5\"}},"
+                  "\"items\":[{\"sku\":\"x\",\"qty\":2}],\"cashCents\":\"1999\","
+                  "\"ts\":\"2023-11-14T22:13:20.500Z\",\"maybe\":\"77\","
+                  "\"nested\":{\"deep\":{\"x\":\"d\"}},\"color\":\"RED\"}"));
+    /* Wrong types and damage. */
+    struct sval v;
+    const char *bad1 = "{\"id\":true}";
+    CHECK(get(f, (const uint8_t *)bad1, strlen(bad1), "id", &v) == ERR_CORRUPT);
+    const char *bad2 = "{\"id\":1";
+    CHECK(get(f, (const uint8_t *)bad2, strlen(bad2), "id", &v) == ERR_CORRUPT);
+    const char *bad3 = "[1]";
+    CHECK(get(f, (const uint8_t *)bad3, strlen(bad3), "id", &v) == ERR_INVALID);
+    const char *bad4 = "{\"color\":\"PURPLE\"}";
+    CHECK(get(f, (const uint8_t *)bad4, strlen(bad4), "color", &v) == ERR_CORRUPT);
+    sfmt_free(f);
+    /* Every scalar type, bytes in URL-safe base64, 32-bit range checks. */
+    REQUIRE(sfmt_proto_json_new(s, proto_message_by_name(s, "fx.Scalars"), NULL, &f, &e) == 0);
+    const char *sc = "{\"d\":\"NaN\",\"f\":-2.25,\"i64\":\"-9000000000\","
+                     "\"u64\":\"18446744073709551615\",\"i32\":-1,\"by\":\"AAH_\",\"b\":true,"
+                     "\"si32\":-7,\"opt\":0}";
+    r = (const uint8_t *)sc;
+    n = strlen(sc);
+    CHECK(get(f, r, n, "d", &v) == 0 && v.type == SV_DOUBLE && isnan(v.d));
+    CHECK(is_int(f, r, n, "i64", -9000000000LL));
+    CHECK(get(f, r, n, "u64", &v) == 0 && v.type == SV_DOUBLE);
+    CHECK(get(f, r, n, "by", &v) == 0 && v.type == SV_BYTES && v.len == 3 &&
+          memcmp(v.p, "\x00\x01\xff", 3) == 0);
+    CHECK(is_int(f, r, n, "opt", 0));
+    CHECK(is_int(f, r, n, "sf32", 0));
+    CHECK(is_str(f, r, n, "s", ""));
+    CHECK(json_is(f, r, n,
+                  "{\"d\":\"NaN\",\"f\":-2.25,\"i64\":\"-9000000000\","
+                  "\"u64\":\"18446744073709551615\",\"i32\":-1,\"b\":true,\"by\":\"AAH/\","
+                  "\"si32\":-7,\"opt\":0}"));
+    const char *big = "{\"i32\":2147483648}";
+    CHECK(get(f, (const uint8_t *)big, strlen(big), "i32", &v) == ERR_CORRUPT);
+    sfmt_free(f);
+    proto_schema_free(s);
+}

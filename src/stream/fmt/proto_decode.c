@@ -279,7 +279,7 @@ static void jclose(struct dctx *c, struct jw *w, bool obj)
         jw_arr_close(w);
 }
 
-static void put_double(struct jw *w, double d, bool is_float)
+void proto_put_double(struct jw *w, double d, bool is_float)
 {
     if (isnan(d)) {
         jw_str(w, "NaN");
@@ -336,13 +336,13 @@ static void put_scalar(struct jw *w, const struct proto_field *f, const struct r
         uint32_t b = (uint32_t)r->u;
         float fl;
         memcpy(&fl, &b, 4);
-        put_double(w, fl, true);
+        proto_put_double(w, fl, true);
         break;
     }
     case PT_DOUBLE: {
         double d;
         memcpy(&d, &r->u, 8);
-        put_double(w, d, false);
+        proto_put_double(w, d, false);
         break;
     }
     case PT_STRING: jw_strn(w, r->p, r->len); break;
