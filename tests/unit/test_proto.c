@@ -683,6 +683,14 @@ TEST(proto_decode_damage)
     CHECK(get(f, badnested, sizeof badnested, "id", &v) == ERR_CORRUPT); /* inside a message */
     uint8_t badpacked[] = {0x1a, 0x01, 0x80};
     CHECK(get(f, badpacked, sizeof badpacked, "id", &v) == ERR_CORRUPT); /* packed varint cut */
+    /* Two occurrences of a message, the first cut inside a field: merging must not let the
+     * second one's bytes complete it (fuzz finding). */
+    uint8_t healed[] = {0x42, 0x02, 0x0a, 0x03, 0x42, 0x03, 'a', 'b', 'c'};
+    CHECK(get(f, healed, sizeof healed, "main.sku", &v) == ERR_CORRUPT);
+    struct sbuf hj;
+    sbuf_init(&hj, 0);
+    CHECK(f->ops->to_json(f, slice_of(healed, sizeof healed), &hj, &A, &err) == ERR_CORRUPT);
+    sbuf_free(&hj);
     uint8_t endgroup[] = {0x0c};
     CHECK(get(f, endgroup, sizeof endgroup, "id", &v) == ERR_CORRUPT);
     sfmt_free(fs);

@@ -677,6 +677,7 @@ static int render_wkt(struct dctx *c, struct jw *w, const struct proto_msg *m, c
                 get_varint(&q, end, &tag);
                 if ((tag & 7) == WT_LEN && (tag >> 3) == (uint64_t)sm.last) {
                     get_value(&q, end, WT_LEN, &r);
+                    TRY(validate_msg(c, f->msg, r.p, r.len, depth + 1));
                     TRY(cat(c, &buf, &bl, &bc, r.p, r.len));
                 } else {
                     TRY(skip_field(c, &q, end, (uint32_t)(tag & 7), tag >> 3, depth + 1));
@@ -958,8 +959,13 @@ static int render_fields(struct dctx *c, struct jw *w, const struct proto_msg *m
         if (f->type == PT_MESSAGE) {
             const uint8_t *buf = NULL;
             size_t bl = 0, bc = 0;
-            for (int32_t i = head[fi]; i >= 0; i = occ[i].next)
+            /* Merging = parsing the concatenation, but only of occurrences that are valid on
+             * their own (a cut field must not be healed by the next occurrence's bytes). */
+            for (int32_t i = head[fi]; i >= 0; i = occ[i].next) {
+                if (nocc[fi] > 1)
+                    TRY(validate_msg(c, f->msg, occ[i].p, occ[i].len, depth + 1));
                 TRY(cat(c, &buf, &bl, &bc, occ[i].p, occ[i].len));
+            }
             jw_keyn(w, (const uint8_t *)f->json_name, f->json_name_len);
             TRY(render_message(c, w, f->msg, buf, bl, depth + 1));
             continue;
