@@ -6,6 +6,7 @@
  * never writes (unpacked/packed swaps, duplicates, damage). */
 #include "harness.h"
 
+#include "base/alloc.h"
 #include "base/arena.h"
 #include "base/err.h"
 #include "stream/fmt/proto.h"
@@ -925,4 +926,32 @@ TEST(proto_json_records)
     CHECK(get(f, (const uint8_t *)big, strlen(big), "i32", &v) == ERR_CORRUPT);
     sfmt_free(f);
     proto_schema_free(s);
+}
+
+/* Every allocation failing in turn: an error (never a crash or a leak; ASan checks the latter). */
+TEST(proto_alloc_failures)
+{
+    for (long k = 1; k < 100000; k++) {
+        struct proto_schema *s = NULL;
+        struct serr e;
+        alloc_fail_after(k);
+        int rc = proto_schema_parse(fx_proto_text, strlen(fx_proto_text), NULL, NULL, &s, &e);
+        alloc_fail_after(0);
+        CHECK(rc == 0 || rc == ERR_NOMEM || rc == ERR_INVALID);
+        CHECK((rc == 0) == (s != NULL));
+        proto_schema_free(s);
+        if (rc == 0)
+            break;
+    }
+    for (long k = 1; k < 100000; k++) {
+        struct proto_schema *s = NULL;
+        struct serr e;
+        alloc_fail_after(k);
+        int rc = proto_schema_from_fds(slice_of(fx_fds, fx_fds_len), &s, &e);
+        alloc_fail_after(0);
+        CHECK(rc == 0 || rc == ERR_NOMEM || rc == ERR_INVALID);
+        proto_schema_free(s);
+        if (rc == 0)
+            break;
+    }
 }
