@@ -530,8 +530,13 @@ static int put_map(struct dctx *c, struct jw *w, const struct proto_field *f, co
     qsort(ke, n, sizeof *ke, cmp_kentry);
     TRY(jopen(c, w, true));
     for (uint32_t i = 0; i < n; i++) {
-        if (i + 1 < n && ke[i + 1].klen == ke[i].klen && memcmp(ke[i + 1].k, ke[i].k, ke[i].klen) == 0)
-            continue; /* a later entry has the same key: last wins */
+        if (i + 1 < n && ke[i + 1].klen == ke[i].klen &&
+            memcmp(ke[i + 1].k, ke[i].k, ke[i].klen) == 0) {
+            /* A later entry has the same key: last wins, but this one must still be valid. */
+            if (em->fields[1].type == PT_MESSAGE && ke[i].e.has_val)
+                TRY(validate_msg(c, em->fields[1].msg, ke[i].e.val.p, ke[i].e.val.len, depth + 2));
+            continue;
+        }
         jw_keyn(w, (const uint8_t *)ke[i].k, ke[i].klen);
         TRY(put_map_value(c, w, &em->fields[1], &ke[i].e, depth + 1));
     }
@@ -571,6 +576,8 @@ static int scan_small(struct dctx *c, const struct proto_msg *m, const uint8_t *
             return corrupt(c, "truncated field");
         if (!check_str(f, &r))
             return corrupt(c, "string is not UTF-8");
+        if (f->type == PT_MESSAGE)
+            TRY(validate_msg(c, f->msg, r.p, r.len, depth + 1));
         o->v[num] = r;
         o->has[num] = true;
         o->last = (int)num;
