@@ -52,7 +52,7 @@
  *    (an array, "[]" when empty), a whole map SV_JSON ("{}" when empty), a whole message SV_JSON
  *    (its JSON mapping), except the wrapper types (google.protobuf.Int64Value, ...) which read as
  *    their value (SV_MISSING when absent) and Timestamp/Duration which read as their JSON string
- *    (SV_STR); a path through a scalar, an unknown name, or an index past the end is SV_MISSING.
+ *    (SV_STR; SV_MISSING when out of the range the JSON mapping allows); a path through a scalar, an unknown name, or an index past the end is SV_MISSING.
  *
  * to_json (proto3 JSON mapping): lowerCamelCase JSON names (or json_name), fields in field-number
  * order, fields with implicit presence at their default omitted (the proto3 default; present
@@ -65,6 +65,13 @@
  * type inside Any as {"@type", "value"}), else {"@type": url, "value": base64 bytes}. A Timestamp
  * or Duration out of its documented range is ERR_INVALID. JSON output nests at most 31 deep
  * (arrays and maps count): deeper records are ERR_INVALID for to_json (extract still works).
+ *
+ * sfmt_proto_json_new reads records in the proto3 JSON encoding through the same schema (rules in
+ * proto_json.c: JSON or .proto names, aliases, int64 strings, enum names or numbers, the same
+ * presence/default semantics); its to_json writes the canonical proto3 JSON form.
+ *
+ * The Confluent framing (magic byte, schema id) is fmt/confluent.h's; this module supplies the
+ * message-index array reader and the index -> message lookup.
  *
  * Thread-safety: a schema and its sfmts are immutable after construction.
  */

@@ -161,4 +161,8 @@ const struct proto_field *proto_field_by_name(const struct proto_msg *m, const c
 const char *proto_enum_name(const struct proto_enum *en, int32_t number);
 bool proto_enum_number(const struct proto_enum *en, const char *name, size_t n, int32_t *out);
 
+/* A float/double as proto3 JSON: shortest round-trip number, "NaN", "Infinity", "-Infinity". */
+struct jw;
+void proto_put_double(struct jw *w, double d, bool is_float);
+
 #endif

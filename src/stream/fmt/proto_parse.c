@@ -860,7 +860,7 @@ static int parse_map_field(struct parser *p, struct proto_msg *m)
     TRY(expect_sym(p, '>'));
     struct proto_field *f = new_field(p, m);
     if (!f)
-        return perr(p, &at, "too many fields");
+        return m->nfields >= PROTO_FIELDS_MAX ? perr(p, &at, "more than %d fields", PROTO_FIELDS_MAX) : nomem(p);
     f->line = at.line;
     f->col = at.col;
     f->label = PL_REPEATED;
@@ -951,7 +951,7 @@ static int parse_oneof(struct parser *p, struct proto_msg *m)
         }
         struct proto_field *f = new_field(p, m);
         if (!f)
-            return perr(p, &p->t, "too many fields");
+            return m->nfields >= PROTO_FIELDS_MAX ? perr(p, &p->t, "more than %d fields", PROTO_FIELDS_MAX) : nomem(p);
         TRY(parse_field_type(p, f));
         TRY(parse_field_tail(p, f));
         f->oneof = idx;
@@ -1066,7 +1066,7 @@ static int parse_message(struct parser *p, const char *scope, struct proto_msg *
                 return perr(p, &lt, "expected \"required\", \"optional\" or \"repeated\" (proto2)");
             struct proto_field *f = new_field(p, m);
             if (!f)
-                return perr(p, &lt, "too many fields");
+                return m->nfields >= PROTO_FIELDS_MAX ? perr(p, &lt, "more than %d fields", PROTO_FIELDS_MAX) : nomem(p);
             f->label = label;
             TRY(parse_field_type(p, f));
             TRY(parse_field_tail(p, f));
