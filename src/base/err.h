@@ -46,7 +46,9 @@
     X(ERR_CORRUPT,        "corrupt",              500, "Corrupt data on disk")                    \
     X(ERR_INTERNAL,       "internal",             500, "Internal error")                          \
     X(ERR_AGAIN,          "again",                503, "Try again")                               \
-    X(ERR_EOF,            "eof",                  500, "Unexpected end of data")
+    X(ERR_EOF,            "eof",                  500, "Unexpected end of data")                  \
+    X(ERR_UNPROCESSABLE,  "invalid_query",        422, "The query or schema is not valid")        \
+    X(ERR_QUERY_LIMIT,    "query_limit",          413, "A per-call query limit was exceeded")
 
 #define ERR_OK 0
 
