@@ -65,6 +65,7 @@ struct jent {
     uint32_t rkofs, rklen; /* record key copy (for $key) */
     uint32_t partition;
     uint32_t group;
+    uint32_t pofs, plen; /* rendered projection in the side's cache (plen 0 = not yet) */
     uint8_t cls, flags;
     bool has_rkey;
 };
@@ -73,6 +74,7 @@ struct jside {
     struct jent *e;
     size_t n, cap, nnew;
     struct sbuf bytes;
+    struct sbuf proj; /* rendered projections (write_record), each record rendered once */
     int64_t max_clock;
     bool any_new;
     bool lookback_started;
@@ -177,6 +179,7 @@ int join_new(const struct join_spec *spec, struct join **out)
         struct jside *d = &j->side[s];
         const struct join_side_spec *ss = &sp->side[s];
         sbuf_init(&d->bytes, 0);
+        sbuf_init(&d->proj, 0);
         d->max_clock = INT64_MIN;
         for (uint32_t i = 0; i < ss->nkeys; i++) {
             if (ss->keys[i].meta == SMETA_NONE) {
@@ -209,6 +212,7 @@ void join_free(struct join *j)
     for (int s = 0; s < 2; s++) {
         xfree(j->side[s].e);
         sbuf_free(&j->side[s].bytes);
+        sbuf_free(&j->side[s].proj);
     }
     xfree(j->pairs);
     xfree(j->emit);
@@ -804,7 +808,7 @@ static void write_key(struct join *j, struct jw *w, int s, const struct jent *e,
     jw_strn(w, tmp->data, tmp->len);
 }
 
-static void write_record(struct join *j, struct jw *w, int s, const struct jent *e)
+static void render_record(struct join *j, struct jw *w, int s, const struct jent *e)
 {
     const struct join_side_spec *ss = &j->spec.side[s];
     struct jside *d = &j->side[s];
@@ -849,6 +853,26 @@ static void write_record(struct join *j, struct jw *w, int s, const struct jent 
         sval_write_json(w, &v);
     }
     jw_obj_close(w);
+}
+
+/* A record's projection is the same in every row it appears in: render it once. */
+static void write_record(struct join *j, struct jw *w, int s, const struct jent *ce)
+{
+    struct jside *d = &j->side[s];
+    struct jent *e = (struct jent *)ce;
+    if (e->plen == 0) {
+        size_t at = d->proj.len;
+        struct jw pw;
+        jw_init(&pw, &d->proj);
+        render_record(j, &pw, s, e);
+        if (!sbuf_ok(&d->proj) || d->proj.len - at > UINT32_MAX || at > UINT32_MAX) {
+            w->out->oom = true;
+            return;
+        }
+        e->pofs = (uint32_t)at;
+        e->plen = (uint32_t)(d->proj.len - at);
+    }
+    jw_rawn(w, d->proj.data + e->pofs, e->plen);
 }
 
 static void write_missing(struct join *j, struct jw *w)
