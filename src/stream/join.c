@@ -993,7 +993,8 @@ int join_finish(struct join *j, const struct join_end ends[2], struct sbuf *out,
     j->emit = xmalloc((j->npairs ? j->npairs : 1) * sizeof *j->emit);
     if (!j->emit)
         return ERR_NOMEM;
-    memcpy(j->emit, j->pairs, j->npairs * sizeof *j->emit);
+    if (j->npairs)
+        memcpy(j->emit, j->pairs, j->npairs * sizeof *j->emit);
     j->nemit = j->npairs;
     if (j->spec.dedupe_once)
         dedupe(j);
