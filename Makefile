@@ -140,3 +140,9 @@ clean:
 	rm -rf build build-* ayder
 
 -include $(DEPS)
+
+# Join engine throughput (docs/BENCHMARKS.md "Join engine"): engine alone, one core.
+bench-join: $(BUILD)/join_bench
+	./$(BUILD)/join_bench 1000000 100000 50
+$(BUILD)/join_bench: bench/join/join_bench.c $(BUILD)/libayder.a
+	$(CC) $(CFLAGS) $(WARN) $(DEFS) $(INCS) -o $@ $^ $(LIBS)
