@@ -75,16 +75,23 @@ int workq_new(unsigned threads, size_t queue_max, const char *name, struct workq
     return 0;
 }
 
+void workq_stop(struct workq *q)
+{
+    pthread_mutex_lock(&q->mu);
+    q->stopping = true;
+    pthread_cond_broadcast(&q->cv);
+    unsigned n = q->started;
+    q->started = 0;
+    pthread_mutex_unlock(&q->mu);
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(q->tid[i], NULL);
+}
+
 void workq_free(struct workq *q)
 {
     if (!q)
         return;
-    pthread_mutex_lock(&q->mu);
-    q->stopping = true;
-    pthread_cond_broadcast(&q->cv);
-    pthread_mutex_unlock(&q->mu);
-    for (unsigned i = 0; i < q->started; i++)
-        pthread_join(q->tid[i], NULL);
+    workq_stop(q);
     pthread_cond_destroy(&q->cv);
     pthread_mutex_destroy(&q->mu);
     xfree(q);

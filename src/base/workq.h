@@ -26,7 +26,10 @@ struct workq_job {
 
 /* threads >= 1, queue_max >= 1. Errors: ERR_INVALID, ERR_NOMEM, ERR_INTERNAL (thread start). */
 int workq_new(unsigned threads, size_t queue_max, const char *name, struct workq **out);
-/* Run the queued jobs, join the threads, free. NULL is a no-op. */
+/* Refuse new jobs (ERR_OVERLOADED), run the queued ones, join the threads. Idempotent; submit
+ * may still be called concurrently (it fails). Call from one thread. */
+void workq_stop(struct workq *q);
+/* workq_stop, then free. NULL is a no-op. No submit may run concurrently. */
 void workq_free(struct workq *q);
 /* 0, or ERR_OVERLOADED when queue_max jobs already wait (fn is then never called). */
 int workq_submit(struct workq *q, struct workq_job *job);
