@@ -9,6 +9,7 @@
  */
 #include "api/api_internal.h"
 
+#include "base/b64.h"
 #include "base/clock.h"
 #include "base/err.h"
 #include "broker/entry.h"
@@ -197,6 +198,24 @@ static void h_produce_ndjson(struct rctx *x, const struct route_match *m)
     struct slice body = http_req_body(x->req);
     struct plog_header hdrs[ENTRY_HEADERS_MAX];
     size_t nh = collect_headers(x, hdrs, ENTRY_HEADERS_MAX);
+    /* ?encoding=b64: every line is the base64 of one binary value (Avro, Protobuf, ...) */
+    bool b64 = false;
+    struct slice enc;
+    int prc = api_qparam(x, "encoding", &enc);
+    if (prc < 0) {
+        api_respond_error(x, prc, NULL);
+        return;
+    }
+    if (prc == 1) {
+        if (slice_eq_cstr(enc, "b64") || slice_eq_cstr(enc, "base64")) {
+            b64 = true;
+        } else if (!slice_eq_cstr(enc, "text")) {
+            api_respond_error(x, ERR_BAD_PARAM, "encoding must be 'b64' or 'text'");
+            return;
+        }
+    }
+    struct sbuf raw;
+    sbuf_init(&raw, 0);
     struct sbuf *pl = &x->prop.payload;
     sbuf_init(pl, 0);
     sbuf_reserve(pl, body.len + body.len / 8 + 64);
@@ -215,6 +234,7 @@ static void h_produce_ndjson(struct rctx *x, const struct route_match *m)
             continue;
         if (count == a->cfg.ndjson_lines_max) {
             sbuf_free(pl);
+            sbuf_free(&raw);
             char msg[128];
             snprintf(msg, sizeof msg, "NDJSON batches are limited to %u lines; nothing was written",
                      a->cfg.ndjson_lines_max);
@@ -228,7 +248,19 @@ static void h_produce_ndjson(struct rctx *x, const struct route_match *m)
         rec.headers = hdrs;
         rec.header_count = nh;
         json_t *str = NULL;
-        if (line[0] == '"' && line[len - 1] == '"' && len >= 2) {
+        if (b64) {
+            sbuf_reset(&raw);
+            if (b64_decode(&raw, line, len) || !sbuf_ok(&raw)) {
+                sbuf_free(pl);
+                sbuf_free(&raw);
+                char msg[128];
+                snprintf(msg, sizeof msg, "Line %u is not valid base64; nothing was written",
+                         count + 1);
+                api_respond_error(x, ERR_INVALID, msg);
+                return;
+            }
+            rec.value = slice_of(raw.data, raw.len);
+        } else if (line[0] == '"' && line[len - 1] == '"' && len >= 2) {
             /* a JSON string line is stored unwrapped */
             str = json_loadb((const char *)line, len, JSON_DECODE_ANY, NULL);
             if (json_is_string(str))
@@ -238,6 +270,7 @@ static void h_produce_ndjson(struct rctx *x, const struct route_match *m)
         json_decref(str);
         count++;
     }
+    sbuf_free(&raw);
     if (count == 0) {
         sbuf_free(pl);
         api_respond_error(x, ERR_INVALID, "NDJSON body has no lines");

@@ -804,3 +804,25 @@ def test_committed_offsets_survive_restart(make_node):
     got = consume(n, "cr", 0, group="g")
     assert got["committed_offset"] == 3
     assert [m["offset"] for m in got["messages"]] == [3, 4]
+
+
+def test_ndjson_b64_lines_carry_binary_values(node):
+    create(node, "bin", 1)
+    values = [b"\x00\xff\x01binary", bytes(range(256)), b"plain"]
+    body = "\n".join(base64.b64encode(v).decode() for v in values) + "\n"
+    r = requests.post(node.url + "/broker/topics/bin/produce-ndjson", headers=AUTH,
+                      params={"partition": "0", "encoding": "b64"}, data=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["count"] == 3
+    got = consume(node, "bin", 0, offset=0, encoding="b64")["messages"]
+    assert [base64.b64decode(m["value_b64"]) for m in got] == values
+
+
+def test_ndjson_b64_bad_line_writes_nothing(node):
+    create(node, "bin2", 1)
+    body = base64.b64encode(b"ok").decode() + "\n" + "not*base64\n"
+    r = requests.post(node.url + "/broker/topics/bin2/produce-ndjson", headers=AUTH,
+                      params={"partition": "0", "encoding": "b64"}, data=body)
+    assert_error(r, 400, "bad_request")
+    assert "Line 2" in r.json()["message"]
+    assert consume(node, "bin2", 0, offset=0)["count"] == 0
