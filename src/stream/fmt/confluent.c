@@ -31,7 +31,8 @@
 #include "base/hash.h"
 #include "stream/fmt/avro.h"
 #include "stream/fmt/json.h"
-#include "stream/fmt/pending.h"
+#include "stream/fmt/json.h"
+#include "stream/fmt/proto.h"
 #include "stream/fmt/proto.h"
 
 #define BUCKETS 512 /* power of two, >= 2 x SFMT_CONFLUENT_CACHE_MAX */
@@ -190,7 +191,7 @@ static int entry_get(struct cfmt *f, uint32_t id, struct arena *scratch, struct 
         rc = sch.avro ? sfmt_avro_new(sch.avro, NULL, &e->inner, &se) : ERR_INVALID;
         break;
     case SFMT_SCHEMA_JSON:
-        rc = sfmt_json_new ? sfmt_json_new(&e->inner) : ERR_NOT_IMPLEMENTED;
+        rc = sfmt_json_new(&e->inner);
         break;
     case SFMT_SCHEMA_PROTOBUF:
         rc = sch.proto ? 0 : ERR_INVALID; /* decoders per message, built on demand */
@@ -202,8 +203,7 @@ static int entry_get(struct cfmt *f, uint32_t id, struct arena *scratch, struct 
         centry_free(f, e);
         if (rc == ERR_NOMEM)
             return rc;
-        *err = rc == ERR_NOT_IMPLEMENTED ? "this build has no decoder for the schema's type"
-                                         : reason(scratch, "schema id %u cannot be decoded", id);
+        *err = reason(scratch, "schema id %u cannot be decoded", id);
         return ERR_CORRUPT;
     }
     struct centry *evicted = NULL;
@@ -252,9 +252,6 @@ static int proto_inner(struct cfmt *f, struct centry *e, const int64_t *idx, siz
     struct serr se;
     if (!m) {
         *err = "the message indexes name no message of the schema";
-        rc = ERR_CORRUPT;
-    } else if (!sfmt_proto_new) {
-        *err = "this build has no Protobuf decoder";
         rc = ERR_CORRUPT;
     } else {
         rc = sfmt_proto_new(e->schema.proto, m, &dec, &se);
