@@ -289,6 +289,7 @@ int main(int argc, char **argv)
     /* The core first: it finishes in-flight writes and answers them through the still-running
      * workers; then the workers stop. */
     core_stop(core);
+    api_quiesce(api); /* stream jobs post to the workers: finish them while the workers run */
     http_server_stop(srv);
     api_free(api);
     core_close(core);

@@ -27,6 +27,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/workq.h"
 #include "broker/entry.h"
 #include "http/url.h"
 #include "metrics/metrics.h"
@@ -44,6 +45,7 @@ static const struct api_route *const areas[] = {
     api_cluster_routes,
     api_kv_routes,
     api_schema_routes,
+    api_stream_routes,
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -207,7 +209,7 @@ bool api_check_name(struct rctx *x, struct slice s, size_t max, const char *what
 }
 
 /* Parse a JSON object body with a size and depth limit. NULL after answering the error. */
-static json_t *json_body(struct rctx *x)
+json_t *api_json_body(struct rctx *x)
 {
     struct slice b = http_req_body(x->req);
     if (b.len > JSON_BODY_MAX) {
@@ -463,7 +465,7 @@ void api_start_write(struct rctx *x, uint8_t type, api_answer_fn answer)
 
 void api_json_write(struct rctx *x, api_json_encode_fn encode, api_answer_fn answer)
 {
-    json_t *j = json_body(x);
+    json_t *j = api_json_body(x);
     if (!j)
         return;
     sbuf_init(&x->prop.payload, 0);
@@ -676,6 +678,14 @@ int api_new(const struct api_config *cfg, struct api **out)
         xfree(a);
         return ERR_NOMEM;
     }
+    rc = workq_new(a->cfg.stream_threads ? a->cfg.stream_threads : 1,
+                   a->cfg.stream_queue_max ? a->cfg.stream_queue_max : 64, "ayder-stream",
+                   &a->stream_pool);
+    if (rc) {
+        metrics_free(a->metrics);
+        xfree(a);
+        return rc;
+    }
     *out = a;
     return 0;
 }
@@ -689,10 +699,17 @@ bool api_request_is_write(void *ctx, const struct http_request *h)
 
 void api_set_server(struct api *a, struct http_server *s) { atomic_store(&a->server, s); }
 
+void api_quiesce(struct api *a)
+{
+    atomic_store(&a->stream_stopping, true);
+    workq_stop(a->stream_pool);
+}
+
 void api_free(struct api *a)
 {
     if (!a)
         return;
+    workq_free(a->stream_pool);
     metrics_free(a->metrics);
     xfree(a);
 }

@@ -19,10 +19,15 @@ struct api_config {
     uint64_t long_poll_max_ms;           /* default 30000 */
     uint32_t ndjson_lines_max;           /* default 100000 */
     uint64_t value_max_bytes;            /* single produce body, default 16 MiB */
+    uint32_t stream_threads;             /* threads running queries and joins, default 1 */
+    uint32_t stream_queue_max;           /* queued queries beyond them, default 64 (then 503) */
 };
 
 int api_new(const struct api_config *cfg, struct api **out);
 void api_free(struct api *a);
+/* Before stopping the HTTP server: queued stream jobs end at once (503) and running ones finish;
+ * their answers are posted to the still-running workers. */
+void api_quiesce(struct api *a);
 /* The http_server handler (ctx = struct api *). */
 void api_handle(void *ctx, struct http_req *req);
 /* The http_server's request_is_write (ctx = struct api *): true for routes flagged API_WRITE

@@ -64,6 +64,7 @@ extern const struct api_route api_broker_routes[];
 extern const struct api_route api_kv_routes[];
 extern const struct api_route api_cluster_routes[];
 extern const struct api_route api_schema_routes[];
+extern const struct api_route api_stream_routes[];
 
 struct api {
     struct api_config cfg;
@@ -76,6 +77,8 @@ struct api {
     int route_metric[ROUTER_MAX_ROUTES];               /* router id -> metrics id */
     const char *metric_names[ROUTER_MAX_ROUTES + 1];   /* metrics id -> label */
     int nroutes, nmetrics, metric_other;
+    struct workq *stream_pool;          /* stream.c: queries and joins run here */
+    _Atomic bool stream_stopping;       /* api_quiesce: jobs not yet started end with 503 */
     struct http_server *_Atomic server; /* set after the workers started (api_set_server) */
     _Atomic uint64_t unauthorized, forbidden, rate_limited;
 };
@@ -117,6 +120,8 @@ struct rctx {
     /* consistency=leader reads */
     struct read_barrier rb;
     struct route_match match;
+    /* an area's own per-request state (stream.c: its job) */
+    void *area;
 };
 
 /* --- responses ----------------------------------------------------------------------------- */
@@ -143,6 +148,9 @@ int api_qparam(struct rctx *x, const char *name, struct slice *out);
 int api_qparam_u64(struct rctx *x, const char *name, uint64_t min, uint64_t max, uint64_t *out);
 /* broker_valid_name(), else answer 400 invalid_name naming `what`. */
 bool api_check_name(struct rctx *x, struct slice s, size_t max, const char *what);
+/* The request body as a JSON object (bounded: 1 MiB, depth 16); NULL after answering the error.
+ * The caller owns the reference. */
+json_t *api_json_body(struct rctx *x);
 /* A JSON object member as a string slice (borrowed from j) / a u64 in 0..max. */
 bool api_json_str(json_t *o, const char *k, struct slice *out);
 bool api_json_u64(json_t *o, const char *k, uint64_t max, uint64_t *out);

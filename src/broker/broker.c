@@ -1206,6 +1206,22 @@ int broker_read(struct broker *b, struct slice topic, uint32_t partition, uint64
     return rc;
 }
 
+int broker_offset_for_time(struct broker *b, struct slice topic, uint32_t partition, int64_t ts_ms,
+                           uint64_t *offset)
+{
+    pthread_rwlock_rdlock(&b->meta);
+    struct topic *t = topic_get(b, topic);
+    int rc = 0;
+    if (!t)
+        rc = ERR_NO_TOPIC;
+    else if (partition >= t->nparts)
+        rc = ERR_BAD_PARTITION;
+    else
+        *offset = plog_offset_for_time(t->parts[partition].log, ts_ms);
+    pthread_rwlock_unlock(&b->meta);
+    return rc;
+}
+
 int broker_partitions(struct broker *b, struct slice topic, uint32_t *partitions)
 {
     pthread_rwlock_rdlock(&b->meta);

@@ -123,6 +123,11 @@ int broker_read(struct broker *b, struct slice topic, uint32_t partition, uint64
                 size_t max_records, size_t max_bytes, plog_visit_fn fn, void *ctx,
                 struct plog_read_result *res, uint64_t *high_watermark, uint64_t *start_offset);
 int broker_partitions(struct broker *b, struct slice topic, uint32_t *partitions);
+/* A lower bound for the first offset stamped at or after ts_ms: every segment before it holds only
+ * records stamped earlier (segment granularity, plog_offset_for_time). Readers start there and skip
+ * the earlier records of that segment themselves. ERR_NO_TOPIC / ERR_BAD_PARTITION. */
+int broker_offset_for_time(struct broker *b, struct slice topic, uint32_t partition, int64_t ts_ms,
+                           uint64_t *offset);
 typedef void (*broker_list_fn)(void *ctx, struct slice name, uint32_t partitions);
 void broker_list(struct broker *b, broker_list_fn fn, void *ctx);
 typedef void (*broker_part_fn)(void *ctx, uint32_t partition, const struct plog_stats *st);
