@@ -49,6 +49,14 @@ static void usage(FILE *f)
             "  --segment-bytes N        journal and partition segment size (67108864)\n"
             "  --min-free-bytes N       refuse writes (507) below this much free disk (67108864)\n"
             "  --journal-preallocate 0|1  zero-filled spare journal segments (1)\n"
+            "stream queries and joins (docs/STREAM.md \"Limits\"; beyond a limit: 413 naming it):\n"
+            "  --stream-threads N       threads running /broker/query and /broker/join (1)\n"
+            "  --stream-queue N         calls waiting for them before 503 overloaded (64)\n"
+            "  --stream-max-records N   records a call may read (query: in all; join: per side)\n"
+            "                           and join state records (1000000)\n"
+            "  --stream-max-groups N    query: (window, group) pairs per call (100000)\n"
+            "  --stream-max-memory-bytes N  query memory / join state bytes per call (268435456)\n"
+            "  --stream-max-response-bytes N  query answer / join rows bytes (33554432 / 8388608)\n"
             "environment:\n"
             "  RF_BEARER_TOKENS         tokens, 'tok[@scope+scope],...' (dev)\n"
             "  RF_AUTO_CREATE_TOPICS    1|0: produce creates unknown topics (1)\n"
@@ -139,6 +147,7 @@ int main(int argc, char **argv)
     hc.workers = ncpu > 0 ? (int)ncpu : 1;
     struct core_config cc;
     core_config_default(&cc);
+    struct api_config stream = {0}; /* the --stream-* flags */
     const char *env = getenv("RF_DATA_DIR");
     if (env && *env)
         cc.data_dir = env;
@@ -165,6 +174,12 @@ int main(int argc, char **argv)
         NUM("--checkpoint-interval-ms", 0, 86400000, cc.checkpoint_interval_ms)
         NUM("--min-free-bytes", 0, 1ull << 50, cc.min_free_bytes)
         NUM("--journal-preallocate", 0, 1, cc.journal.use_spare)
+        NUM("--stream-threads", 1, 64, stream.stream_threads)
+        NUM("--stream-queue", 1, 100000, stream.stream_queue_max)
+        NUM("--stream-max-records", 1, 1ull << 32, stream.stream_max_records)
+        NUM("--stream-max-groups", 1, 1ull << 24, stream.stream_max_groups)
+        NUM("--stream-max-memory-bytes", 1u << 20, 1ull << 40, stream.stream_max_memory_bytes)
+        NUM("--stream-max-response-bytes", 1u << 16, 1ull << 32, stream.stream_max_response_bytes)
         if (strcmp(a, "--segment-bytes") == 0) {
             if (parse_u64(a, v, 1 << 16, 1ull << 30, &n))
                 return 2;
@@ -263,7 +278,10 @@ int main(int argc, char **argv)
         auth_free(auth);
         return 1;
     }
-    struct api_config ac = {.core = core, .auth = auth, .default_partitions = cc.default_partitions};
+    struct api_config ac = stream;
+    ac.core = core;
+    ac.auth = auth;
+    ac.default_partitions = cc.default_partitions;
     struct api *api;
     if ((rc = api_new(&ac, &api)) || (rc = core_start(core))) {
         LOG_E("main", "start-up failed: %s", err_message(rc));

@@ -21,6 +21,11 @@ struct api_config {
     uint64_t value_max_bytes;            /* single produce body, default 16 MiB */
     uint32_t stream_threads;             /* threads running queries and joins, default 1 */
     uint32_t stream_queue_max;           /* queued queries beyond them, default 64 (then 503) */
+    /* Per-call stream limits (0 = the engine's default; docs/STREAM.md "Limits"). */
+    uint64_t stream_max_records;         /* query: read in all; join: per side and state records */
+    uint64_t stream_max_groups;          /* query: (window, group) pairs */
+    uint64_t stream_max_memory_bytes;    /* query memory; join state bytes */
+    uint64_t stream_max_response_bytes;  /* query answer; join rows */
 };
 
 int api_new(const struct api_config *cfg, struct api **out);

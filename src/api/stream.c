@@ -826,7 +826,13 @@ static void h_query(struct rctx *x, const struct route_match *m)
     s->kind = SJOB_QUERY;
     s->t0_ns = clock_mono_ns();
     struct squery_limits lim;
-    squery_limits_default(&lim);
+    memset(&lim, 0, sizeof lim);
+    const struct api_config *cfg = &x->api->cfg;
+    lim.max_records_scanned = cfg->stream_max_records;
+    lim.max_groups = (uint32_t)cfg->stream_max_groups;
+    lim.max_memory_bytes = cfg->stream_max_memory_bytes;
+    lim.max_response_bytes = cfg->stream_max_response_bytes;
+    /* fields left 0 take the engine's defaults (squery_compile) */
     int rc = squery_compile(j, &lim, &s->q, &s->e);
     if (!rc)
         rc = ssource_resolve(x, squery_source(s->q), "/source", &s->src, &s->e);
@@ -860,6 +866,11 @@ static void h_query(struct rctx *x, const struct route_match *m)
 #define JOIN_ROWS_MAX 100000
 
 static const char *const side_name[2] = {"left", "right"};
+
+static uint64_t side_limit_max(const struct api *a)
+{
+    return a->cfg.stream_max_records ? a->cfg.stream_max_records : JOIN_SIDE_LIMIT_MAX;
+}
 
 /* Members of obj must all be in allowed (NULL-terminated): a typo is an error, not ignored. */
 static bool only_members(json_t *obj, const char *const *allowed, const char *path, struct serr *e)
@@ -959,7 +970,8 @@ static int join_side_parse(struct rctx *x, struct sjob *s, int i, json_t *side, 
     if ((rc = json_u64_at(side, "offset", 0, INT64_MAX, path, &q.has_offset, &q.offset, e)))
         return rc;
     q.limit = JOIN_SIDE_LIMIT_DEFAULT;
-    if ((rc = json_u64_at(side, "limit", 1, JOIN_SIDE_LIMIT_MAX, path, &present, &q.limit, e)))
+    uint64_t side_max = side_limit_max(x->api);
+    if ((rc = json_u64_at(side, "limit", 1, side_max, path, &present, &q.limit, e)))
         return rc;
     json_t *c = json_object_get(side, "commit");
     if (c && !json_is_boolean(c)) {
@@ -1178,6 +1190,10 @@ static int join_parse(struct rctx *x, struct sjob *s, json_t *j, struct serr *e)
     }
     if (json_is_true(d1))
         s->spec.dedupe_once = true;
+    const struct api_config *cfg = &x->api->cfg;
+    s->spec.max_state_records = cfg->stream_max_records;
+    s->spec.max_state_bytes = cfg->stream_max_memory_bytes;
+    s->spec.max_response_bytes = cfg->stream_max_response_bytes;
     if (join_new(&s->spec, &s->j)) {
         serr_set(e, "", "the join specification is not valid");
         return ERR_UNPROCESSABLE;
@@ -1323,8 +1339,8 @@ static void join_run(struct sjob *s)
         bool stuck = res->next_offset[0] == ends[0].from_offset &&
                      res->next_offset[1] == ends[1].from_offset && !ends[0].at_log_end &&
                      !ends[1].at_log_end && read_any && !full;
-        if (!stuck || attempt >= 20 || (s->side[0].limit >= JOIN_SIDE_LIMIT_MAX &&
-                                        s->side[1].limit >= JOIN_SIDE_LIMIT_MAX))
+        uint64_t cap = side_limit_max(a);
+        if (!stuck || attempt >= 20 || (s->side[0].limit >= cap && s->side[1].limit >= cap))
             break;
         join_free(s->j);
         s->j = NULL;
@@ -1335,7 +1351,7 @@ static void join_run(struct sjob *s)
         }
         for (int i = 0; i < 2; i++) {
             struct ssource *src = &s->side[i];
-            src->limit = src->limit * 2 > JOIN_SIDE_LIMIT_MAX ? JOIN_SIDE_LIMIT_MAX : src->limit * 2;
+            src->limit = src->limit * 2 > cap ? cap : src->limit * 2;
             src->consumed = 0;
             src->parts[0].next = src->parts[0].start;
             src->parts[0].read = 0;
