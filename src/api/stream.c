@@ -347,7 +347,7 @@ struct ssource {
     uint64_t end_offset; /* UINT64_MAX = none */
     bool has_from, has_to;
     int64_t from_ms, to_ms;
-    uint64_t consumed, before_range;
+    uint64_t consumed;
     bool commit;
 };
 
@@ -449,10 +449,8 @@ static int read_visit(void *ctx, const struct plog_record *pr)
         return 1;
     }
     sp->next = pr->offset + 1;
-    if (c->s->has_from && pr->timestamp_ms < c->s->from_ms) {
-        c->s->before_range++;
-        return 0;
-    }
+    /* records stamped before from_ms are still fed: the query engine counts them
+     * (stats.out_of_time_range); a join side has no time range */
     struct shdr hdrs[ENTRY_HEADERS_MAX];
     size_t nh = pr->header_count < ENTRY_HEADERS_MAX ? pr->header_count : ENTRY_HEADERS_MAX;
     for (size_t i = 0; i < nh; i++) {
@@ -551,8 +549,6 @@ static void ssource_write(struct jw *w, const char *key, const struct ssource *s
         jw_ku64(w, "next_offset", s->parts[0].next);
     }
     jw_ku64(w, "consumed", s->consumed);
-    if (s->before_range)
-        jw_ku64(w, "before_range", s->before_range);
     bool eol = true;
     for (uint32_t i = 0; i < s->nparts; i++)
         eol = eol && s->parts[i].eol;
