@@ -48,8 +48,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define SCAN_CHUNK 4096u              /* records per partition per round */
-#define SCAN_CHUNK_BYTES (64u << 20)  /* plog_read byte budget per chunk (no response is built) */
+#define SCAN_CHUNK 4096u /* records per partition per round (rounded up to a stored batch's end) */
 
 /* ------------------------------------------------------------------------------------------ */
 /* Errors with a path                                                                          */
@@ -435,8 +434,9 @@ struct read_ctx {
     struct spart *sp;
     ssource_feed_fn feed;
     void *feed_ctx;
-    int err;       /* engine error: stops everything */
-    uint64_t left; /* records this chunk may still consume */
+    int err;        /* engine error: stops everything */
+    uint64_t left;  /* records the source may still consume (hard) */
+    uint64_t quota; /* records this round should consume (soft: ends at a batch boundary) */
 };
 
 static int read_visit(void *ctx, const struct plog_record *pr)
@@ -470,28 +470,33 @@ static int read_visit(void *ctx, const struct plog_record *pr)
     sp->read++;
     c->s->consumed++;
     c->left--;
+    if (c->quota)
+        c->quota--;
     int rc = c->feed(c->feed_ctx, &r);
     if (rc < 0) {
         c->err = rc;
         return 1;
     }
-    return c->left == 0 || rc > 0;
+    /* A round ends at a stored batch's end: stopping inside a batch would make the next read
+     * decode (and CRC-check) that batch again from its start. */
+    return c->left == 0 || rc > 0 || (c->quota == 0 && pr->batch_end);
 }
 
-/* Read one chunk of partition sp: up to `max` records. Returns 0 or an error (engine or log). */
+/* Read one round of partition sp: about `quota` records (to the end of the batch holding the
+ * quota-th), at most `max`. Returns 0 or an error (engine or log). */
 static int ssource_read_chunk(struct api *a, struct ssource *s, struct spart *sp, uint64_t max,
-                              ssource_feed_fn feed, void *feed_ctx)
+                              uint64_t quota, ssource_feed_fn feed, void *feed_ctx)
 {
     if (sp->done || max == 0)
         return 0;
-    struct read_ctx c = {s, sp, feed, feed_ctx, 0, max};
+    struct read_ctx c = {s, sp, feed, feed_ctx, 0, max, quota ? quota : 1};
     struct plog_read_result res;
     memset(&res, 0, sizeof res);
     uint64_t hw = 0, start = 0;
     uint64_t from = sp->next;
     int rc = broker_read(a->broker, slice_cstr(s->topic), sp->partition, from,
-                         max > SCAN_CHUNK ? SCAN_CHUNK : (size_t)max, SCAN_CHUNK_BYTES, read_visit,
-                         &c, &res, &hw, &start);
+                         max > SIZE_MAX ? SIZE_MAX : (size_t)max, SIZE_MAX, read_visit, &c, &res,
+                         &hw, &start);
     if (rc)
         return rc;
     if (c.err)
@@ -523,8 +528,7 @@ static int ssource_run(struct api *a, struct ssource *s, ssource_feed_fn feed, v
             uint64_t left = s->limit - s->consumed;
             if (left == 0)
                 return 0;
-            int rc = ssource_read_chunk(a, s, sp, left < SCAN_CHUNK ? left : SCAN_CHUNK, feed,
-                                        feed_ctx);
+            int rc = ssource_read_chunk(a, s, sp, left, SCAN_CHUNK, feed, feed_ctx);
             if (rc)
                 return rc;
             any = true;
@@ -833,9 +837,14 @@ static void h_query(struct rctx *x, const struct route_match *m)
     if (!rc)
         rc = ssource_resolve(x, squery_source(s->q), "/source", &s->src, &s->e);
     if (!rc) {
-        json_t *src = json_object_get(j, "source");
-        rc = sdecode_open(x->api, json_object_get(src, "decode"), "/source/decode", &s->dec,
-                          &s->e);
+        /* the decoder: in source (ours) or at the top level (the original's clients) */
+        json_t *dec = json_object_get(json_object_get(j, "source"), "decode");
+        const char *dpath = "/source/decode";
+        if (!dec) {
+            dec = json_object_get(j, "decode");
+            dpath = "/decode";
+        }
+        rc = sdecode_open(x->api, dec, dpath, &s->dec, &s->e);
     }
     json_decref(j);
     if (!rc) {
@@ -1232,8 +1241,7 @@ static int join_read(struct sjob *s, bool *state_full)
                 continue;
             uint64_t left = src->limit - src->consumed;
             uint64_t before = sp->next;
-            int rc = ssource_read_chunk(a, src, sp, left < SCAN_CHUNK ? left : SCAN_CHUNK,
-                                        join_feed_one, &c[i]);
+            int rc = ssource_read_chunk(a, src, sp, left, SCAN_CHUNK, join_feed_one, &c[i]);
             if (rc == ERR_QUERY_LIMIT) {
                 /* the record that did not fit was not taken: the side stops before it */
                 sp->next = sp->next > before ? sp->next - 1 : before;
@@ -1302,7 +1310,7 @@ static void join_run(struct sjob *s)
             vp.done = vp.eol = false;
             struct join_feed_ctx c = {s, i, JOIN_LOOKBACK, from, 0};
             while (!rc && !vp.done)
-                rc = ssource_read_chunk(a, &view, &vp, SCAN_CHUNK, join_feed_one, &c);
+                rc = ssource_read_chunk(a, &view, &vp, UINT64_MAX, SCAN_CHUNK, join_feed_one, &c);
             if (rc == ERR_QUERY_LIMIT)
                 rc = 0; /* lookback_max: the engine counts what it saw */
         }

@@ -1081,6 +1081,7 @@ int plog_read(struct plog *p, uint64_t from, size_t max_records, size_t max_byte
                     stop = true;
                     break;
                 }
+                rec.batch_end = rec.offset + 1 == batch_end;
                 size_t rb = record_bytes(&rec);
                 if (res->count >= max_records ||
                     (res->count > 0 && (bytes > max_bytes || rb > max_bytes - bytes))) {

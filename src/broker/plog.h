@@ -63,6 +63,8 @@ struct plog_record {
     const struct plog_header *headers;
     size_t header_count;
     uint64_t offset; /* filled on read; ignored by plog_append */
+    bool batch_end;  /* filled on read: the last record of its stored batch (a cheap place to
+                      * stop and resume: the next read starts at a batch header) */
 };
 
 #define PLOG_SEGMENT_BYTES_DEFAULT (64ull << 20)

@@ -484,7 +484,8 @@ static int compile_source(struct cctx *c, json_t *req)
     if (!json_is_object(src))
         return bad(c, "/source", "missing or not an object");
     static const char *const src_ok[] = {"topic", "group", "partition", "partitions", "offset",
-                                         "end_offset", "from_ms", "to_ms", "limit", "commit", NULL};
+                                         "end_offset", "from_ms", "to_ms", "limit", "commit", "decode",
+                                         NULL}; /* decode: built by the host (api/stream.c) */
     int rc = check_members(c, src, "/source", src_ok);
     if (rc)
         return rc;
