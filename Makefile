@@ -94,7 +94,7 @@ fuzz: fuzz-build
 	  ./build-fuzz/$$t -max_total_time=$(FUZZ_SECONDS) build-fuzz/new-$$t tests/fuzz/corpus/$$t; \
 	done
 
-integration: ayder $(BUILD)/fsync_shim.so
+integration: ayder $(BUILD)/fsync_shim.so $(BUILD)/squery_run
 	FSYNC_SHIM_LIB=$(CURDIR)/$(BUILD)/fsync_shim.so /usr/bin/python3 -m pytest -q tests/integration
 
 # Real-process cluster tests in a private network namespace (tests/cluster/run); `make jepsen`
@@ -118,13 +118,18 @@ bench-cluster: ayder
 
 # Longer runs of the randomized tiers (not in CI): more simulation seeds, more SIGKILL cycles,
 # and every fuzz target for FUZZ_SECONDS each.
-soak: ayder $(BUILD)/unit_tests
+soak: ayder $(BUILD)/unit_tests $(BUILD)/squery_run
 	CORE_SIM_SEEDS=$${CORE_SIM_SEEDS:-5000} ./$(BUILD)/unit_tests core_sim
 	AYDER_SOAK=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration/test_durability.py
+	AYDER_SOAK=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration/test_stream_query_sqlite.py
 	$(MAKE) fuzz FUZZ_SECONDS=$${FUZZ_SECONDS:-600}
 
 # The query engine's feed loop over in-memory 64-byte JSON records (docs/BENCHMARKS.md).
 $(BUILD)/query_bench: bench/query_bench.c $(BUILD)/libayder.a
+	$(CC) $(CFLAGS) $(WARN) $(DEFS) $(INCS) -o $@ $< $(BUILD)/libayder.a $(LIBS)
+
+# The engine-level runner the SQLite differential test drives (many queries per record set).
+$(BUILD)/squery_run: tests/stream/squery_run.c $(BUILD)/libayder.a
 	$(CC) $(CFLAGS) $(WARN) $(DEFS) $(INCS) -o $@ $< $(BUILD)/libayder.a $(LIBS)
 
 bench-query: $(BUILD)/query_bench
