@@ -106,7 +106,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ASSERT(rc == 0);
         json_error_t je;
         json_t *j = json_loadb((const char *)o.data + 1, o.len - 1, JSON_ALLOW_NUL, &je);
-        ASSERT(j && json_is_object(j));
+        /* jansson refuses NUL in object keys even with JSON_ALLOW_NUL; such output is valid. */
+        ASSERT((j && json_is_object(j)) ||
+               (!j && memmem(o.data, o.len, "\\u0000", 6) != NULL));
         json_decref(j);
     }
     if (rc == ERR_CORRUPT)
