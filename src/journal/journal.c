@@ -384,12 +384,25 @@ static int create_segment(struct journal *j, struct seg *s)
     struct io_file *f;
     int rc = ERR_NOT_FOUND;
     if (j->use_spare) {
-        /* A zero-filled spare becomes the segment: rename (durable through the dir sync that
-         * every creation gets, invariant 2), then the header overwrites the first bytes. */
+        /* A zero-filled spare becomes the segment: rename, make the rename durable, then the
+         * header and the entries overwrite the zeros.
+         *
+         * The directory fsync must come BEFORE the first byte is written into the file, not with
+         * the next group commit: a power loss that undoes a rename does not undo the data
+         * writeback of the renamed inode. Renamed-but-not-yet-durable, the file would come back
+         * as `spare` holding this segment's header and entries; the next roll would reuse it and
+         * write new entries over a prefix of those stale ones, and after the next crash
+         * recovery would find CRC-valid stale entries after the new tail ("valid entry N
+         * follows": a journal that refuses to start; or, at an unlucky alignment, a stale entry
+         * taken as the next one). A spare is therefore all zeros whenever its name is `spare`.
+         * Costs one directory fsync per segment roll. */
         char spare[4096];
         snprintf(spare, sizeof spare, "%s/" SPARE_NAME, j->dir);
         if (io_exists(j->fs, spare) == 1 && io_exists(j->fs, path) == 0 &&
             io_rename(j->fs, spare, path) == 0) {
+            rc = io_sync_dir(j->fs, j->dir);
+            if (rc)
+                return rc; /* sticky (write_failed): the name's state is unknown */
             rc = io_open(j->fs, path, IO_RDWR, &f);
             if (rc)
                 io_unlink(j->fs, path);

@@ -429,6 +429,28 @@ def power_loss(data_dir, state_path, baseline, rng, stats):
         stats["cut-bytes"] += cur - keep
 
 
+KEEP_FAILED = os.environ.get("AYDER_KEEP_FAILED", "")
+
+
+def keep_failed(root, tmp_path, cycle):
+    """With AYDER_KEEP_FAILED=<dir>: keep what a failed restart saw (the data directory after the
+    power-loss model, the same directory before it, every shim state file and the node logs)."""
+    if not KEEP_FAILED:
+        return
+    dest = os.path.join(KEEP_FAILED, "seed%d-cycle%d-%d" % (SEED, cycle, os.getpid()))
+    os.makedirs(dest, exist_ok=True)
+    shutil.copytree(root, os.path.join(dest, "data"), symlinks=True)
+    for name in os.listdir(tmp_path):
+        src = os.path.join(tmp_path, name)
+        if os.path.isdir(src):
+            shutil.copytree(src, os.path.join(dest, name), symlinks=True)
+        else:
+            shutil.copy2(src, dest)
+    if os.path.isdir(root + ".logs"):
+        shutil.copytree(root + ".logs", os.path.join(dest, "logs"))
+    print("kept the failed state in", dest)
+
+
 def test_power_loss_cycles(make_node, data_dir, capsys, fsync_shim, tmp_path):
     cycles = scaled(25)
     rng = random.Random("%d-power" % SEED)
@@ -448,7 +470,11 @@ def test_power_loss_cycles(make_node, data_dir, capsys, fsync_shim, tmp_path):
         baseline = file_sizes(root)
         node = make_node(args=args, env=env, port=port)
         port = node.port
-        node.start()
+        try:
+            node.start()
+        except Exception:
+            keep_failed(root, tmp_path, cycle)
+            raise
         if cycle == 0:
             r = node.post("/broker/topics", json={"name": TOPIC, "partitions": NPARTS})
             assert r.status_code == 200, r.text
@@ -460,6 +486,10 @@ def test_power_loss_cycles(make_node, data_dir, capsys, fsync_shim, tmp_path):
         since = len(hist.ops)
         run_load(node, hist, rng, "w%d" % cycle, rng.uniform(0.05, 0.3))
         assert os.path.exists(state), "the shim wrote no state file (was it preloaded?)"
+        if KEEP_FAILED:  # the directory as the SIGKILL left it, before the power-loss model
+            pre = str(tmp_path / "pre-power-loss")
+            shutil.rmtree(pre, ignore_errors=True)
+            shutil.copytree(root, pre, symlinks=True)
         power_loss(root, state, baseline, rng, stats)
     rc = node.stop()
     assert rc == 0, "exit %s on SIGTERM; log:\n%s" % (rc, node.log())

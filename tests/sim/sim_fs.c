@@ -689,7 +689,7 @@ static void resolve_node(struct sim_fs *s, struct node *n, enum sim_crash_mode m
     bytes_copy(&b, &n->dur);
     size_t cut = n->nops;
     if (mode == SIM_CRASH_DROP_UNSYNCED)
-        cut = 0;
+        cut = 0; /* SIM_CRASH_DATA_NOT_NAMES keeps every op, like KEEP_ALL */
     else if (mode == SIM_CRASH_RANDOM)
         cut = (size_t)rnd_below(s, n->nops + 1);
     for (size_t i = 0; i < n->nops; i++) {
@@ -728,7 +728,8 @@ void sim_fs_crash(struct sim_fs *s, enum sim_crash_mode mode)
     s->gen++;
     s->epoch++;
     struct table next = {0};
-    if (mode == SIM_CRASH_KEEP_ALL || mode == SIM_CRASH_DROP_UNSYNCED) {
+    if (mode == SIM_CRASH_KEEP_ALL || mode == SIM_CRASH_DROP_UNSYNCED ||
+        mode == SIM_CRASH_DATA_NOT_NAMES) {
         const struct table *src = mode == SIM_CRASH_KEEP_ALL ? &s->cur : &s->dur;
         for (size_t k = 0; k < src->n; k++)
             table_put(&next, src->e[k].path, src->e[k].node);

@@ -47,6 +47,11 @@ enum sim_crash_mode {
     /* Harsher: each unsynced operation of a file is independently kept, dropped or torn, so a
      * later write may survive while an earlier one is lost (page writeback in any order). */
     SIM_CRASH_RANDOM_UNORDERED,
+    /* Every file keeps all its unsynced writes (the page cache was written back), but only the
+     * durable directory entries survive: a rename, create or unlink not followed by a sync_dir of
+     * its parent is undone while the renamed file's new content stays. What a power loss gives
+     * when data writeback won the race against the directory's journal commit. */
+    SIM_CRASH_DATA_NOT_NAMES,
 };
 void sim_fs_crash(struct sim_fs *s, enum sim_crash_mode mode);
 
