@@ -529,7 +529,8 @@ def test_limit_hit_while_scanning_is_413_naming_it(make_node):
 # A small HTTP-level differential: the value domain is kept where SQL semantics and ours coincide
 # (integers, short strings, nulls, missing members; strings only compared with strings and
 # integers with integers), so json_extract + SQL three-valued logic is the oracle. The full-domain
-# differential (mixed types, doubles, nested paths, windows) belongs to the engine-level test.
+# differential (mixed types, doubles, nested paths, windows, projection, order/limit; 2,000+ cases,
+# 100,000+ with AYDER_SOAK=1) is the engine-level tests/integration/test_stream_query_sqlite.py.
 
 DIFF_FIELDS_INT = ["x", "y"]
 DIFF_FIELDS_STR = ["g", "h"]
