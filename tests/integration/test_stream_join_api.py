@@ -456,6 +456,7 @@ def test_errors_name_the_offending_path(n):
         r = n.post("/broker/join", json=req)
         body = assert_error(r, status, extra=("path",))
         assert body["path"] == path, (req, body)
-    assert_error(n.post("/broker/join", data=b"{"), 400, "invalid_json")
+    body = assert_error(n.post("/broker/join", data=b"{"), 400, "invalid_json", extra=("path",))
+    assert body["path"] == "1:1", body
     import requests
     assert_error(requests.post(n.url + "/broker/join", json=ok, timeout=10), 401, "unauthorized")

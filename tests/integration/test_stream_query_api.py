@@ -458,8 +458,14 @@ def test_unparseable_records_are_counted(n):
 def test_errors_name_the_offending_path(n):
     create_topic(n, "err", 2)
     produce_json(n, "err", [{"a": i} for i in range(3)])
+    # a body that is not JSON: 400 with the line:column of the syntax error as its path
     r = n.post("/broker/query", data=b'{"source":{"topic":"err"')
-    assert_error(r, 400, "invalid_json")
+    body = assert_error(r, 400, "invalid_json", extra=("path",))
+    assert body["path"] == "1:24", body  # the end of the 24-byte body
+    r = n.post("/broker/query", data=b'{"source":\n {"topic":"err",}}')
+    assert assert_error(r, 400, "invalid_json", extra=("path",))["path"].startswith("2:"), r.text
+    body = assert_error(n.post("/broker/query", json=[1]), 400, "invalid_json", extra=("path",))
+    assert body["path"] == ""
     src = {"topic": "err", "partition": 0}
     cases = [
         ({"source": src, "filter": [{"field": "a", "op": "bogus", "value": 1}]}, "/filter/0/op"),
