@@ -209,7 +209,22 @@ bool api_check_name(struct rctx *x, struct slice s, size_t max, const char *what
 }
 
 /* Parse a JSON object body with a size and depth limit. NULL after answering the error. */
+static json_t *json_body(struct rctx *x, bool with_path);
+
 json_t *api_json_body(struct rctx *x)
+{
+    return json_body(x, false);
+}
+
+json_t *api_json_body_at(struct rctx *x)
+{
+    return json_body(x, true);
+}
+
+/* with_path: a body that is not a JSON object is answered with a "path" member too (the stream
+ * routes name the offending place of every malformed request): "line:column" of a syntax error,
+ * "" (the whole document) for valid JSON that is not an object. */
+static json_t *json_body(struct rctx *x, bool with_path)
 {
     struct slice b = http_req_body(x->req);
     if (b.len > JSON_BODY_MAX) {
@@ -241,6 +256,21 @@ json_t *api_json_body(struct rctx *x)
     json_error_t jerr;
     json_t *j = json_loadb((const char *)b.ptr, b.len, JSON_REJECT_DUPLICATES, &jerr);
     if (!j || !json_is_object(j)) {
+        if (with_path) {
+            char msg[256], extra[64];
+            if (j)
+                snprintf(msg, sizeof msg, "Request body must be a JSON object");
+            else
+                snprintf(msg, sizeof msg, "Request body is not valid JSON at %d:%d: %s",
+                         jerr.line, jerr.column, jerr.text);
+            if (j)
+                snprintf(extra, sizeof extra, "\"path\":\"\"");
+            else
+                snprintf(extra, sizeof extra, "\"path\":\"%d:%d\"", jerr.line, jerr.column);
+            json_decref(j);
+            api_respond_error_ex(x, ERR_INVALID_JSON, msg, extra, NULL);
+            return NULL;
+        }
         json_decref(j);
         api_respond_error(x, ERR_INVALID_JSON, "Request body must be a JSON object");
         return NULL;

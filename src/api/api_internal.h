@@ -151,6 +151,8 @@ bool api_check_name(struct rctx *x, struct slice s, size_t max, const char *what
 /* The request body as a JSON object (bounded: 1 MiB, depth 16); NULL after answering the error.
  * The caller owns the reference. */
 json_t *api_json_body(struct rctx *x);
+/* The same; a body that is not a JSON object is answered with a "path" (line:column). */
+json_t *api_json_body_at(struct rctx *x);
 /* A JSON object member as a string slice (borrowed from j) / a u64 in 0..max. */
 bool api_json_str(json_t *o, const char *k, struct slice *out);
 bool api_json_u64(json_t *o, const char *k, uint64_t max, uint64_t *out);

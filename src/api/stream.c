@@ -813,7 +813,7 @@ static void submit_job(struct rctx *x, struct sjob *s)
 static void h_query(struct rctx *x, const struct route_match *m)
 {
     (void)m;
-    json_t *j = api_json_body(x);
+    json_t *j = api_json_body_at(x);
     if (!j)
         return;
     struct sjob *s = arena_alloc(http_req_arena(x->req), sizeof *s);
@@ -1419,7 +1419,7 @@ static void join_run(struct sjob *s)
 static void h_join(struct rctx *x, const struct route_match *m)
 {
     (void)m;
-    json_t *j = api_json_body(x);
+    json_t *j = api_json_body_at(x);
     if (!j)
         return;
     struct sjob *s = arena_alloc(http_req_arena(x->req), sizeof *s);
