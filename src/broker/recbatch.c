@@ -272,7 +272,7 @@ void recbatch_iter_finish(struct recbatch_iter *it)
 
 /* Record fields are read through a local cursor [*pp, end) rather than a struct reader: this
  * runs for every record twice (recbatch_decode validates the batch, then the caller iterates it),
- * so the common one- and two-byte varints are decoded inline and the rest by rd_uvarint. The
+ * so the common one- to three-byte varints are decoded inline and the rest by rd_uvarint. The
  * accepted encodings are exactly rd_uvarint's. */
 static inline bool get_uvarint(const uint8_t **pp, const uint8_t *end, uint64_t *v)
 {
@@ -285,6 +285,11 @@ static inline bool get_uvarint(const uint8_t **pp, const uint8_t *end, uint64_t 
     if (end - p >= 2 && p[1] < 0x80) {
         *v = (uint64_t)(p[0] & 0x7f) | (uint64_t)p[1] << 7;
         *pp = p + 2;
+        return true;
+    }
+    if (end - p >= 3 && p[2] < 0x80) { /* offset deltas up to 2^20 */
+        *v = (uint64_t)(p[0] & 0x7f) | (uint64_t)(p[1] & 0x7f) << 7 | (uint64_t)p[2] << 14;
+        *pp = p + 3;
         return true;
     }
     struct reader r = {p, end, false};
