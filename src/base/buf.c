@@ -149,9 +149,27 @@ void sbuf_put_varint(struct sbuf *b, int64_t v)
     sbuf_put_uvarint(b, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
 }
 
-bool rd_uvarint(struct reader *r, uint64_t *v)
+bool rd_uvarint_slow(struct reader *r, uint64_t *v)
 {
     uint64_t x = 0;
+    if (!r->bad && rd_left(r) >= 10) {
+        /* a whole varint fits: no bounds check per byte */
+        const uint8_t *p = r->p;
+        for (int shift = 0; shift < 63; shift += 7) {
+            uint8_t c = *p++;
+            x |= (uint64_t)(c & 0x7f) << shift;
+            if (!(c & 0x80)) {
+                r->p = p;
+                *v = x;
+                return true;
+            }
+        }
+        if (*p > 1) /* the 10th byte holds bit 63 only */
+            goto bad;
+        r->p = p + 1;
+        *v = x | (uint64_t)*p << 63;
+        return true;
+    }
     for (int shift = 0; shift < 64; shift += 7) {
         if (r->bad || r->p >= r->end)
             goto bad;
@@ -170,18 +188,7 @@ bad:
     return false;
 }
 
-bool rd_varint(struct reader *r, int64_t *v)
-{
-    uint64_t u;
-    if (!rd_uvarint(r, &u)) {
-        *v = 0;
-        return false;
-    }
-    *v = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
-    return true;
-}
-
-bool rd_bytes(struct reader *r, size_t n, struct slice *out)
+bool rd_bytes_slow(struct reader *r, size_t n, struct slice *out)
 {
     if (r->bad || rd_left(r) < n) {
         r->bad = true;
@@ -212,17 +219,6 @@ bool rd_le64(struct reader *r, uint64_t *v)
         return false;
     }
     *v = get_le64(s.ptr);
-    return true;
-}
-
-bool rd_u8(struct reader *r, uint8_t *v)
-{
-    struct slice s;
-    if (!rd_bytes(r, 1, &s)) {
-        *v = 0;
-        return false;
-    }
-    *v = s.ptr[0];
     return true;
 }
 

@@ -86,14 +86,49 @@ struct reader {
     bool bad;
 };
 static inline struct reader reader_of(struct slice s) { return (struct reader){s.ptr, s.ptr + s.len, false}; }
-bool rd_uvarint(struct reader *r, uint64_t *v);
-bool rd_varint(struct reader *r, int64_t *v);
+static inline size_t rd_left(const struct reader *r) { return (size_t)(r->end - r->p); }
+/* The general (multi-byte, failing) cases of the inline readers below. */
+bool rd_uvarint_slow(struct reader *r, uint64_t *v);
+bool rd_bytes_slow(struct reader *r, size_t n, struct slice *out);
+/* The readers below are inline with a fast path for the common case (a one-byte varint, enough
+ * bytes left): record decoders call them several times per record. */
+static inline bool rd_uvarint(struct reader *r, uint64_t *v)
+{
+    if (r->p < r->end && *r->p < 0x80 && !r->bad) {
+        *v = *r->p++;
+        return true;
+    }
+    return rd_uvarint_slow(r, v);
+}
+static inline bool rd_varint(struct reader *r, int64_t *v)
+{
+    uint64_t u;
+    bool ok = rd_uvarint(r, &u); /* u = 0 on failure */
+    *v = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+    return ok;
+}
+static inline bool rd_bytes(struct reader *r, size_t n, struct slice *out)
+{
+    if (!r->bad && rd_left(r) >= n) {
+        *out = slice_of(r->p, n);
+        r->p += n;
+        return true;
+    }
+    return rd_bytes_slow(r, n, out);
+}
+static inline bool rd_u8(struct reader *r, uint8_t *v)
+{
+    if (!r->bad && r->p < r->end) {
+        *v = *r->p++;
+        return true;
+    }
+    r->bad = true;
+    *v = 0;
+    return false;
+}
 bool rd_le32(struct reader *r, uint32_t *v);
 bool rd_le64(struct reader *r, uint64_t *v);
-bool rd_u8(struct reader *r, uint8_t *v);
-bool rd_bytes(struct reader *r, size_t n, struct slice *out);
 /* uvarint length then that many bytes; fails if the length exceeds max. */
 bool rd_lp(struct reader *r, size_t max, struct slice *out);
-static inline size_t rd_left(const struct reader *r) { return (size_t)(r->end - r->p); }
 
 #endif

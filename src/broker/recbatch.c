@@ -270,21 +270,57 @@ void recbatch_iter_finish(struct recbatch_iter *it)
     it->hdr_cap = sizeof it->inline_hdrs / sizeof it->inline_hdrs[0];
 }
 
-/* A Kafka int32 varint (zigzag) in [lo, INT32_MAX]. */
-static bool rd_i32(struct reader *r, int64_t lo, int64_t *v)
+/* Record fields are read through a local cursor [*pp, end) rather than a struct reader: this
+ * runs for every record twice (recbatch_decode validates the batch, then the caller iterates it),
+ * so the common one- to three-byte varints are decoded inline and the rest by rd_uvarint. The
+ * accepted encodings are exactly rd_uvarint's. */
+static inline bool get_uvarint(const uint8_t **pp, const uint8_t *end, uint64_t *v)
 {
-    if (!rd_varint(r, v) || *v < lo || *v > INT32_MAX) {
-        r->bad = true;
-        return false;
+    const uint8_t *p = *pp;
+    if (p < end && p[0] < 0x80) {
+        *v = p[0];
+        *pp = p + 1;
+        return true;
     }
+    if (end - p >= 2 && p[1] < 0x80) {
+        *v = (uint64_t)(p[0] & 0x7f) | (uint64_t)p[1] << 7;
+        *pp = p + 2;
+        return true;
+    }
+    if (end - p >= 3 && p[2] < 0x80) { /* offset deltas up to 2^20 */
+        *v = (uint64_t)(p[0] & 0x7f) | (uint64_t)(p[1] & 0x7f) << 7 | (uint64_t)p[2] << 14;
+        *pp = p + 3;
+        return true;
+    }
+    struct reader r = {p, end, false};
+    if (!rd_uvarint(&r, v))
+        return false;
+    *pp = r.p;
     return true;
 }
 
+/* A zigzag varint (Kafka varlong). */
+static inline bool get_varint(const uint8_t **pp, const uint8_t *end, int64_t *v)
+{
+    uint64_t u;
+    if (!get_uvarint(pp, end, &u))
+        return false;
+    *v = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+    return true;
+}
+
+/* A Kafka int32 varint (zigzag) in [lo, INT32_MAX]. */
+static inline bool get_i32(const uint8_t **pp, const uint8_t *end, int64_t lo, int64_t *v)
+{
+    return get_varint(pp, end, v) && *v >= lo && *v <= INT32_MAX;
+}
+
 /* Nullable bytes: length -1 = null (an empty slice, *present = false). */
-static bool rd_nbytes(struct reader *r, bool nullable, struct slice *out, bool *present)
+static inline bool get_nbytes(const uint8_t **pp, const uint8_t *end, bool nullable,
+                              struct slice *out, bool *present)
 {
     int64_t n;
-    if (!rd_i32(r, nullable ? -1 : 0, &n))
+    if (!get_i32(pp, end, nullable ? -1 : 0, &n))
         return false;
     if (present)
         *present = n >= 0;
@@ -292,32 +328,38 @@ static bool rd_nbytes(struct reader *r, bool nullable, struct slice *out, bool *
         *out = (struct slice){NULL, 0};
         return true;
     }
-    return rd_bytes(r, (size_t)n, out);
+    if ((uint64_t)n > (size_t)(end - *pp))
+        return false;
+    *out = slice_of(*pp, (size_t)n);
+    *pp += n;
+    return true;
 }
 
 int recbatch_iter_next(struct recbatch_iter *it, struct plog_record *rec)
 {
+    const uint8_t *p = it->r.p, *end = it->r.end;
     if (it->left == 0)
-        return rd_left(&it->r) == 0 ? 0 : ERR_CORRUPT;
+        return p == end ? 0 : ERR_CORRUPT;
     int64_t len;
-    if (!rd_i32(&it->r, 0, &len) || (uint64_t)len > rd_left(&it->r))
+    if (!get_i32(&p, end, 0, &len) || (uint64_t)len > (size_t)(end - p))
         return ERR_CORRUPT;
-    struct reader r = {it->r.p, it->r.p + len, false};
-    it->r.p += len;
+    const uint8_t *rend = p + len;
+    it->r.p = rend;
 
-    uint8_t attr;
     int64_t tsd, od, hcount;
-    memset(rec, 0, sizeof *rec);
-    rd_u8(&r, &attr);
-    rd_varint(&r, &tsd);
-    if (!rd_i32(&r, 0, &od) || od <= it->prev_delta || od > it->h.last_offset_delta)
+    if (p >= rend)
         return ERR_CORRUPT;
-    if (!rd_nbytes(&r, true, &rec->key, &rec->has_key))
+    p++; /* record attributes: unused */
+    if (!get_varint(&p, rend, &tsd))
         return ERR_CORRUPT;
-    if (!rd_nbytes(&r, true, &rec->value, NULL))
+    if (!get_i32(&p, rend, 0, &od) || od <= it->prev_delta || od > it->h.last_offset_delta)
+        return ERR_CORRUPT;
+    if (!get_nbytes(&p, rend, true, &rec->key, &rec->has_key))
+        return ERR_CORRUPT;
+    if (!get_nbytes(&p, rend, true, &rec->value, NULL))
         return ERR_CORRUPT;
     /* Each header takes at least two bytes: bound the count before allocating. */
-    if (!rd_i32(&r, 0, &hcount) || (uint64_t)hcount > rd_left(&r) / 2)
+    if (!get_i32(&p, rend, 0, &hcount) || (uint64_t)hcount > (size_t)(rend - p) / 2)
         return ERR_CORRUPT;
     if ((size_t)hcount > it->hdr_cap) {
         struct plog_header *nh = xmalloc((size_t)hcount * sizeof *nh);
@@ -328,17 +370,18 @@ int recbatch_iter_next(struct recbatch_iter *it, struct plog_record *rec)
         it->hdr_cap = (size_t)hcount;
     }
     for (int64_t k = 0; k < hcount; k++) {
-        if (!rd_nbytes(&r, false, &it->hdrs[k].key, NULL) ||
-            !rd_nbytes(&r, true, &it->hdrs[k].value, NULL))
+        if (!get_nbytes(&p, rend, false, &it->hdrs[k].key, NULL) ||
+            !get_nbytes(&p, rend, true, &it->hdrs[k].value, NULL))
             return ERR_CORRUPT;
     }
-    if (r.bad || rd_left(&r) != 0)
+    if (p != rend)
         return ERR_CORRUPT;
 
     rec->timestamp_ms = (int64_t)((uint64_t)it->h.base_timestamp + (uint64_t)tsd);
     rec->offset = (uint64_t)it->h.base_offset + (uint64_t)od;
     rec->headers = hcount ? it->hdrs : NULL;
     rec->header_count = (size_t)hcount;
+    rec->batch_end = false;
     it->prev_delta = od;
     it->left--;
     return 1;

@@ -58,6 +58,8 @@ struct qnode {
     uint16_t field; /* leaf */
     uint32_t kid0, nkid; /* OP_ALL/OP_ANY: kids[kid0 .. kid0+nkid) */
     struct sval operand;
+    bool num_exact;  /* operand is a number held exactly by operand_d: see eval() */
+    double operand_d;
     struct sval *list;
     uint32_t nlist;
 };
@@ -463,6 +465,12 @@ static int compile_cond(struct cctx *c, json_t *j, const char *path, int depth)
         int rc = scalar_operand(c, jv, p, &nd.operand);
         if (rc)
             return rc;
+        if (nd.operand.type == SV_DOUBLE ||
+            (nd.operand.type == SV_INT && nd.operand.i >= -(INT64_C(1) << 53) &&
+             nd.operand.i <= INT64_C(1) << 53)) {
+            nd.num_exact = true;
+            nd.operand_d = nd.operand.type == SV_DOUBLE ? nd.operand.d : (double)nd.operand.i;
+        }
     }
     q->nodes[q->nnodes] = nd;
     return (int)q->nnodes++;
@@ -1134,6 +1142,21 @@ static bool eval(struct squery *q, uint32_t ni)
         return false;
     }
     const struct sval *v = &q->vals[n->field];
+    if (n->num_exact && v->type == SV_DOUBLE) {
+        /* The operand's value is exactly operand_d (an int within +-2^53 or a double), so the
+         * IEEE comparison is sval_cmp's exact one; a NaN field is unordered and unequal in both
+         * (ne is true, as !sval_eq). */
+        double d = v->d, o = n->operand_d;
+        switch (n->op) {
+        case OP_EQ: return d == o;
+        case OP_NE: return d != o;
+        case OP_LT: return d < o;
+        case OP_LE: return d <= o;
+        case OP_GT: return d > o;
+        case OP_GE: return d >= o;
+        default: break;
+        }
+    }
     int c;
     switch (n->op) {
     case OP_EQ:

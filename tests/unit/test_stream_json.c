@@ -122,6 +122,71 @@ TEST(json_extract_paths)
     CHECK(extract("{\"a\":1e400,\"b\":1}", &x, pb) == 0 && x.out[0].i == 1);
 }
 
+/* Doubles take an exact fast path when short (Clinger) and strtod otherwise: either way the
+ * result must be strtod's, bit for bit (including -0.0), around every edge of the fast path. */
+TEST(json_extract_doubles_match_strtod)
+{
+    uint64_t st = 0x243F6A8885A308D3ull;
+    const char *p[] = {"a", NULL};
+    int fails = 0;
+    for (int iter = 0; iter < 300000; iter++) {
+        st ^= st << 13;
+        st ^= st >> 7;
+        st ^= st << 17;
+        uint64_t r = st;
+        char num[64];
+        int n = 0;
+        if (r & 1)
+            num[n++] = '-';
+        r >>= 1;
+        int ndig = 1 + (int)(r % 22); /* up to 22 digits: across the 19-digit and 2^53 edges */
+        r /= 22;
+        int point = (int)(r % (unsigned)(ndig + 1)); /* digits before the point (0: "0.") */
+        r /= (unsigned)(ndig + 1);
+        uint64_t dg = st * 0x9E3779B97F4A7C15ull, dg2 = st ^ 0xD1B54A32D192ED03ull;
+        if (point == 0)
+            num[n++] = '0';
+        for (int k = 0; k < ndig; k++) {
+            if (k == point)
+                num[n++] = '.';
+            int d = (int)((dg >> 32) % 10);
+            dg = dg * 6364136223846793005ull + dg2; /* a PCG-style step per digit */
+            if (k == 0 && point > 0 && d == 0)
+                d = 1 + (int)(r % 9); /* no leading zero before the point */
+            num[n++] = (char)('0' + d);
+        }
+        if (r % 3 == 0)
+            n += sprintf(num + n, "e%d", (int)((r >> 8) % 61) - 30);
+        num[n] = 0;
+        char rec[96];
+        snprintf(rec, sizeof rec, "{\"a\":%s}", num);
+        struct ex x;
+        int rc = extract(rec, &x, p);
+        double want = strtod(num, NULL);
+        if (rc != 0 || (x.out[0].type == SV_DOUBLE &&
+                        memcmp(&x.out[0].d, &want, sizeof want) != 0) ||
+            (x.out[0].type == SV_INT && (double)x.out[0].i != want)) {
+            if (fails++ < 5)
+                fprintf(stderr, "number %s: rc %d type %d got %.17g want %.17g\n", num, rc,
+                        x.out[0].type, x.out[0].d, want);
+        }
+    }
+    CHECK(fails == 0);
+    /* the edges by hand: 2^53 (+1), 19/20 digits, 10^22 / 10^23, -0.0, 0e999 */
+    const char *edge[] = {"9007199254740992.0", "9007199254740993.0", "9007199254740993e-3",
+                          "1234567890123456789e-5", "12345678901234567890e-5", "1e22", "1e23",
+                          "1.5e-22", "1.5e-23", "-0.0", "0e999", "-0.000e-999", "8.0e22",
+                          "4.9406564584124654e-324", "0.30000000000000004", "123.456e-2"};
+    for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) {
+        char rec[96];
+        snprintf(rec, sizeof rec, "{\"a\":%s}", edge[i]);
+        struct ex x;
+        double want = strtod(edge[i], NULL);
+        CHECK(extract(rec, &x, p) == 0 && x.out[0].type == SV_DOUBLE &&
+              memcmp(&x.out[0].d, &want, sizeof want) == 0);
+    }
+}
+
 TEST(json_extract_duplicates_last_wins)
 {
     struct ex x;

@@ -189,6 +189,44 @@ TEST(squery_filter_ops)
     expect_names("[]", "Ann,Bob,Cy,Di,Ed,Fy");
 }
 
+/* Number comparisons: a double field against an operand held exactly as a double (an int within
+ * +-2^53, or a double) takes an IEEE fast path; beyond 2^53 the exact int/double comparison
+ * decides. Both must agree with value.h's exact order. */
+static const struct trec nums[] = {
+    {"{\"name\":\"a\",\"x\":9007199254740992.0}", 1, 0},
+    {"{\"name\":\"b\",\"x\":9007199254740993}", 2, 0},
+    {"{\"name\":\"c\",\"x\":-0.0}", 3, 0},
+    {"{\"name\":\"d\",\"x\":50.5}", 4, 0},
+    {"{\"name\":\"e\",\"x\":50}", 5, 0},
+};
+
+static void expect_nums(const char *filter, const char *want)
+{
+    char q[512];
+    snprintf(q, sizeof q, "{\"source\":{\"topic\":\"t\"},\"filter\":%s,\"select\":[\"name\"]}", filter);
+    json_t *r = runq(q, nums, sizeof nums / sizeof nums[0], NULL);
+    REQUIRE(r);
+    char got[64];
+    names(r, got, sizeof got);
+    if (strcmp(got, want) != 0)
+        fprintf(stderr, "filter %s: got [%s] want [%s]\n", filter, got, want);
+    CHECK(strcmp(got, want) == 0);
+    json_decref(r);
+}
+
+TEST(squery_number_comparisons_exact)
+{
+    expect_nums("{\"field\":\"x\",\"op\":\"gt\",\"value\":50}", "a,b,d");
+    expect_nums("{\"field\":\"x\",\"op\":\"ge\",\"value\":50}", "a,b,d,e");
+    expect_nums("{\"field\":\"x\",\"op\":\"eq\",\"value\":0}", "c");
+    expect_nums("{\"field\":\"x\",\"op\":\"ne\",\"value\":50.5}", "a,b,c,e");
+    expect_nums("{\"field\":\"x\",\"op\":\"lt\",\"value\":9007199254740993}", "a,c,d,e");
+    expect_nums("{\"field\":\"x\",\"op\":\"le\",\"value\":9007199254740992}", "a,c,d,e");
+    expect_nums("{\"field\":\"x\",\"op\":\"eq\",\"value\":9007199254740993}", "b");
+    expect_nums("{\"field\":\"x\",\"op\":\"gt\",\"value\":9007199254740992.0}", "b");
+    expect_nums("{\"field\":\"x\",\"op\":\"lt\",\"value\":-0.0}", "");
+}
+
 static json_t *agg1(json_t *r, size_t i) { return json_array_get(json_object_get(r, "aggregates"), i); }
 
 TEST(squery_measures_and_groups)

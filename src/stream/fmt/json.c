@@ -4,8 +4,10 @@
  * picks out the values at the requested paths. There is no DOM and no allocation on the common
  * path: extracted strings point into the record (with `escaped` set when they contain a
  * backslash), nested objects/arrays requested as a whole are handed out as their raw text
- * (SV_JSON). Only a number that must become a double goes through strtod on a bounded copy (a
- * stack buffer, or the scratch arena for absurdly long numbers).
+ * (SV_JSON). Numbers are converted only when a path asks for them (the others are just
+ * validated); a double with at most 19 significant digits and a small exponent is computed exactly
+ * without strtod (fast_double), any other goes through strtod on a bounded copy (a stack buffer,
+ * or the scratch arena for absurdly long numbers).
  *
  * How paths are matched: each path is one bit of a 64-bit mask. scan_value() receives the set of
  * paths whose first d segments lead to the value being scanned; the paths with exactly d segments
@@ -24,8 +26,8 @@
  *  5. Duplicate member names are accepted and the LAST one wins: when a key matches a path step
  *     the path's value is reset before the member's value is scanned, so an earlier occurrence
  *     never leaks through (jansson with JSON_REJECT_DUPLICATES rejects such objects instead).
- *  6. Numbers: an integer that fits int64 is SV_INT, anything else SV_DOUBLE (strtod, correctly
- *     rounded). A number whose magnitude overflows a double (1e400) is valid JSON for
+ *  6. Numbers: an integer that fits int64 is SV_INT, anything else SV_DOUBLE, correctly rounded
+ *     (Clinger's exact fast path for short decimals, strtod otherwise). A number whose magnitude overflows a double (1e400) is valid JSON for
  *     json_scan_validate, but extracting it fails the record with ERR_CORRUPT ("number out of
  *     range") rather than producing an infinity: value.h promises finite doubles. Underflow
  *     rounds toward zero as strtod does.
@@ -39,11 +41,19 @@
 #include "base/err.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define JSON_SCAN_DEPTH_MAX 64
+
+/* fast_double needs each double operation rounded once, to double (no x87 extended precision). */
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+#define JSON_FAST_DOUBLE 1
+#else
+#define JSON_FAST_DOUBLE 0
+#endif
 
 /* Byte classes inside a string: 0 plain ASCII, 1 quote, 2 backslash, 3 control, 4 non-ASCII. */
 static const uint8_t str_class[256] = {
@@ -192,6 +202,61 @@ static int scan_string(struct jscan *s, const uint8_t **start, size_t *len, bool
     }
 }
 
+/* Exact powers of ten: 10^22 is the largest that a double holds exactly (5^22 < 2^53). */
+static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* Clinger's fast path for the number text [a, b) (grammar already checked): when the decimal
+ * significand m is at most 2^53 and the decimal exponent e is within [-22, 22], both m and 10^|e|
+ * are exact doubles, so the one IEEE multiply or divide m * 10^e (m / 10^-e) is correctly rounded
+ * -- the same double strtod gives. Returns false (the caller falls back to strtod) for anything
+ * else: more than 19 significant digits, a bigger significand or exponent. Needs double
+ * arithmetic without extended precision (FLT_EVAL_METHOD 0, i.e. SSE2 on x86-64, any arm64). */
+static bool fast_double(const uint8_t *a, const uint8_t *b, double *out)
+{
+    const uint8_t *q = a;
+    bool neg = *q == '-';
+    q += neg;
+    uint64_t m = 0;
+    int digits = 0, e10 = 0;
+    for (; q < b && *q >= '0' && *q <= '9'; q++) {
+        if ((digits += m != 0 || *q != '0') > 19)
+            return false;
+        m = m * 10 + (uint64_t)(*q - '0');
+    }
+    if (q < b && *q == '.') {
+        for (q++; q < b && *q >= '0' && *q <= '9'; q++) {
+            e10--;
+            if ((digits += m != 0 || *q != '0') > 19)
+                return false;
+            m = m * 10 + (uint64_t)(*q - '0');
+        }
+    }
+    if (q < b) { /* 'e' or 'E' */
+        q++;
+        bool eneg = *q == '-';
+        q += *q == '-' || *q == '+';
+        int x = 0;
+        for (; q < b; q++) {
+            if (x > 100000)
+                return false; /* absurd exponent: strtod decides */
+            x = x * 10 + (*q - '0');
+        }
+        e10 += eneg ? -x : x;
+    }
+    double d;
+    if (m == 0) {
+        d = 0.0; /* 0e999 is zero */
+    } else {
+        if (m > (1ull << 53) || e10 < -22 || e10 > 22)
+            return false;
+        d = e10 < 0 ? (double)m / pow10_exact[-e10] : (double)m * pow10_exact[e10];
+    }
+    *out = neg ? -d : d;
+    return true;
+}
+
 /* Convert the number text [a, b) (grammar already checked) into v. */
 static int number_value(struct jscan *s, const uint8_t *a, const uint8_t *b, bool is_int,
                         struct sval *v)
@@ -217,6 +282,9 @@ static int number_value(struct jscan *s, const uint8_t *a, const uint8_t *b, boo
             return 0;
         }
     }
+    v->type = SV_DOUBLE;
+    if (JSON_FAST_DOUBLE && fast_double(a, b, &v->d))
+        return 0;
     char stackbuf[257];
     char *buf = stackbuf;
     if (n >= sizeof stackbuf) {
@@ -233,7 +301,6 @@ static int number_value(struct jscan *s, const uint8_t *a, const uint8_t *b, boo
     double d = strtod(buf, NULL);
     if (isinf(d))
         return fail(s, "number out of range");
-    v->type = SV_DOUBLE;
     v->d = d;
     return 0;
 }
