@@ -46,6 +46,7 @@ static const struct api_route *const areas[] = {
     api_kv_routes,
     api_schema_routes,
     api_stream_routes,
+    api_feed_routes,
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -72,12 +73,18 @@ void api_respond_json(struct rctx *x, int status, struct sbuf *body)
 
 void api_respond_ctype(struct rctx *x, int status, const char *ctype, struct sbuf *body)
 {
+    api_respond_ctype_ex(x, status, ctype, NULL, body);
+}
+
+void api_respond_ctype_ex(struct rctx *x, int status, const char *ctype, const char *extra_headers,
+                          struct sbuf *body)
+{
     if (!sbuf_ok(body)) {
         sbuf_free(body);
         api_respond_error(x, ERR_NOMEM, "Response too large for memory");
         return;
     }
-    respond(x, status, ctype, NULL, body);
+    respond(x, status, ctype, extra_headers, body);
     sbuf_free(body);
 }
 
