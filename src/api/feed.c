@@ -160,7 +160,7 @@ static bool is_json_object(struct slice v)
     if (i == v.len || v.ptr[i] != '{')
         return false;
     json_error_t e;
-    json_t *j = json_loadb((const char *)v.ptr, v.len, JSON_ALLOW_NUL, &e);
+    json_t *j = json_loadb((const char *)v.ptr, v.len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &e);
     bool obj = j && json_is_object(j);
     json_decref(j);
     return obj;
