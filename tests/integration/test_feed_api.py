@@ -1,5 +1,5 @@
-"""Feed API v2 conformance (vippsas/feedapi-spec), written from the compliance checklist of
-/work/shared/reference/ecosystem.md §2.3 and our own contract in docs/HTTP_API.md "Feed API".
+"""Feed API v2 conformance (vippsas/feedapi-spec), written from the Feed API compliance checklist
+(ecosystem notes §2.3) and our own contract in docs/HTTP_API.md "Feed API".
 Each checklist item is one or more tests below (the comment above each names the item); every
 test starts the real binary. The last test runs a three-node loopback cluster and reads the feed
 from a follower."""
