@@ -1,9 +1,9 @@
 /* api.c -- the API's routing/response helper (see api.h, api_internal.h, docs/HTTP_API.md).
  *
  * The handlers live in one file per area (ops.c, broker.c, kv.c, cluster.c, schema.c, stream.c,
- * feed.c); this file holds
- * what they share: the route registry built from the areas' tables, auth, ?consistency=leader
- * reads, dispatch, responses, parameter and JSON-body helpers, and the write plumbing to the core.
+ * feed.c); this file holds what they share: the route registry built from the areas' tables,
+ * auth, ?consistency=leader reads, dispatch, responses, parameter and JSON-body helpers, and the
+ * write plumbing to the core.
  *
  * Request life cycle:
  *   api_handle (worker) -> route, auth, validate -> either answer from the state machines
