@@ -1,8 +1,9 @@
 /* api.c -- the API's routing/response helper (see api.h, api_internal.h, docs/HTTP_API.md).
  *
- * The handlers live in one file per area (ops.c, broker.c, kv.c, cluster.c, schema.c); this file holds
- * what they share: the route registry built from the areas' tables, auth, ?consistency=leader
- * reads, dispatch, responses, parameter and JSON-body helpers, and the write plumbing to the core.
+ * The handlers live in one file per area (ops.c, broker.c, kv.c, cluster.c, schema.c, stream.c,
+ * feed.c); this file holds what they share: the route registry built from the areas' tables,
+ * auth, ?consistency=leader reads, dispatch, responses, parameter and JSON-body helpers, and the
+ * write plumbing to the core.
  *
  * Request life cycle:
  *   api_handle (worker) -> route, auth, validate -> either answer from the state machines
@@ -46,6 +47,7 @@ static const struct api_route *const areas[] = {
     api_kv_routes,
     api_schema_routes,
     api_stream_routes,
+    api_feed_routes,
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -72,12 +74,18 @@ void api_respond_json(struct rctx *x, int status, struct sbuf *body)
 
 void api_respond_ctype(struct rctx *x, int status, const char *ctype, struct sbuf *body)
 {
+    api_respond_ctype_ex(x, status, ctype, NULL, body);
+}
+
+void api_respond_ctype_ex(struct rctx *x, int status, const char *ctype, const char *extra_headers,
+                          struct sbuf *body)
+{
     if (!sbuf_ok(body)) {
         sbuf_free(body);
         api_respond_error(x, ERR_NOMEM, "Response too large for memory");
         return;
     }
-    respond(x, status, ctype, NULL, body);
+    respond(x, status, ctype, extra_headers, body);
     sbuf_free(body);
 }
 

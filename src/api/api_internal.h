@@ -65,6 +65,7 @@ extern const struct api_route api_kv_routes[];
 extern const struct api_route api_cluster_routes[];
 extern const struct api_route api_schema_routes[];
 extern const struct api_route api_stream_routes[];
+extern const struct api_route api_feed_routes[];
 
 struct api {
     struct api_config cfg;
@@ -130,6 +131,9 @@ struct rctx {
 void api_respond_json(struct rctx *x, int status, struct sbuf *body);
 /* Send body with that Content-Type and free it (out of memory: a 503 error). */
 void api_respond_ctype(struct rctx *x, int status, const char *ctype, struct sbuf *body);
+/* The same with extra header lines ("Name: value\r\n"...; NULL = none). */
+void api_respond_ctype_ex(struct rctx *x, int status, const char *ctype, const char *extra_headers,
+                          struct sbuf *body);
 /* Send body as Prometheus text and free it. */
 void api_respond_text(struct rctx *x, struct sbuf *body);
 /* The seed's error shape. msg NULL = the error table's message. extra_json: more members

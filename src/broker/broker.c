@@ -1232,6 +1232,18 @@ int broker_partitions(struct broker *b, struct slice topic, uint32_t *partitions
     return t ? 0 : ERR_NO_TOPIC;
 }
 
+int broker_topic_info(struct broker *b, struct slice topic, uint64_t *id, uint32_t *partitions)
+{
+    pthread_rwlock_rdlock(&b->meta);
+    struct topic *t = topic_get(b, topic);
+    if (t) {
+        *id = t->id;
+        *partitions = t->nparts;
+    }
+    pthread_rwlock_unlock(&b->meta);
+    return t ? 0 : ERR_NO_TOPIC;
+}
+
 void broker_list(struct broker *b, broker_list_fn fn, void *ctx)
 {
     pthread_rwlock_rdlock(&b->meta);

@@ -123,6 +123,10 @@ int broker_read(struct broker *b, struct slice topic, uint32_t partition, uint64
                 size_t max_records, size_t max_bytes, plog_visit_fn fn, void *ctx,
                 struct plog_read_result *res, uint64_t *high_watermark, uint64_t *start_offset);
 int broker_partitions(struct broker *b, struct slice topic, uint32_t *partitions);
+/* A topic's identity: its id (the journal index of the entry that created it, the same on every
+ * node and across restarts and snapshots; a re-created name gets a new one) and partition count.
+ * ERR_NO_TOPIC. */
+int broker_topic_info(struct broker *b, struct slice topic, uint64_t *id, uint32_t *partitions);
 /* A lower bound for the first offset stamped at or after ts_ms: every segment before it holds only
  * records stamped earlier (segment granularity, plog_offset_for_time). Readers start there and skip
  * the earlier records of that segment themselves. ERR_NO_TOPIC / ERR_BAD_PARTITION. */
