@@ -716,6 +716,8 @@ int api_new(const struct api_config *cfg, struct api **out)
         xfree(a);
         return rc;
     }
+    pthread_mutex_init(&a->lag_mu, NULL);
+    hmap_init(&a->lag_memo);
     *out = a;
     return 0;
 }
@@ -741,5 +743,7 @@ void api_free(struct api *a)
         return;
     workq_free(a->stream_pool);
     metrics_free(a->metrics);
+    api_metrics_free(a);
+    pthread_mutex_destroy(&a->lag_mu);
     xfree(a);
 }
