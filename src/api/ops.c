@@ -19,10 +19,13 @@
  *     over-estimate, never an under-estimate); one never read yet has no seconds sample this
  *     scrape (ayder_group_lag_reads_deferred counts both). The budget bounds a scrape's time.
  *  4. No journal access, no core-thread round trip: the core thread never waits for a scrape.
+ *  5. It renders on its own thread (a workq of one, 16 waiting at most, beyond that 503), not on
+ *     the HTTP worker, so the worker's other connections (writes among them) are not held up.
  */
 #include "api/api_internal.h"
 
 #include "base/alloc.h"
+#include "base/arena.h"
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/workq.h"
@@ -31,7 +34,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define LAG_READS_MAX 2000
+#define LAG_READS_MAX 1000
 
 struct lag_memo {
     uint64_t offset; /* the record whose timestamp is remembered */
@@ -301,24 +304,67 @@ static void write_store_stats(struct api *a, struct sbuf *b)
     metrics_write_sample(b, "ayder_kv_operations_total", "op=\"get\",result=\"miss\"", (double)ks.gets_miss);
 }
 
+/* Renders everything; runs on the metrics thread (any thread is fine: see the header). */
+static void render_metrics(struct api *a, struct sbuf *b)
+{
+    uint64_t t0 = clock_mono_ns();
+    metrics_write_gauge(b, "ayder_metrics_scrape_duration_seconds",
+                        "How long the previous /metrics took to render.",
+                        (double)atomic_load(&a->scrape_ns) / 1e9);
+    metrics_render_requests(a->metrics, b);
+    write_http_stats(a, b);
+    metrics_write_counter(b, "ayder_auth_failures_total", "Requests refused with 401.", atomic_load(&a->unauthorized));
+    metrics_write_counter(b, "ayder_auth_forbidden_total", "Requests refused with 403.", atomic_load(&a->forbidden));
+    metrics_write_counter(b, "ayder_rate_limited_total", "Requests refused with 429.", atomic_load(&a->rate_limited));
+    write_store_stats(a, b);
+    atomic_store(&a->scrape_ns, clock_mono_ns() - t0);
+}
+
+/* The scrape runs on the metrics thread, not on the HTTP worker that received it: with tens of
+ * thousands of series it takes milliseconds, and a worker busy rendering would hold up every
+ * write arriving on its other connections. */
+struct mjob {
+    struct workq_job job;
+    struct rctx *x;
+    struct sbuf out;
+};
+
+static void mjob_done(struct http_req *req, void *arg)
+{
+    struct mjob *s = arg;
+    if (!http_req_responded(req))
+        api_respond_text(s->x, &s->out); /* frees out */
+    else
+        sbuf_free(&s->out);
+    http_req_unref(req);
+}
+
+static void mjob_fn(struct workq_job *j)
+{
+    struct mjob *s = (struct mjob *)j;
+    if (!http_req_orphaned(s->x->req))
+        render_metrics(s->x->api, &s->out);
+    http_req_post(s->x->req, mjob_done, s);
+}
+
 static void h_metrics(struct rctx *x, const struct route_match *m)
 {
     (void)m;
-    struct api *a = x->api;
-    uint64_t t0 = clock_mono_ns();
-    struct sbuf b;
-    sbuf_init(&b, 0);
-    metrics_write_gauge(&b, "ayder_metrics_scrape_duration_seconds",
-                        "How long the previous /metrics took to render.",
-                        (double)atomic_load(&a->scrape_ns) / 1e9);
-    metrics_render_requests(a->metrics, &b);
-    write_http_stats(a, &b);
-    metrics_write_counter(&b, "ayder_auth_failures_total", "Requests refused with 401.", atomic_load(&a->unauthorized));
-    metrics_write_counter(&b, "ayder_auth_forbidden_total", "Requests refused with 403.", atomic_load(&a->forbidden));
-    metrics_write_counter(&b, "ayder_rate_limited_total", "Requests refused with 429.", atomic_load(&a->rate_limited));
-    write_store_stats(a, &b);
-    atomic_store(&a->scrape_ns, clock_mono_ns() - t0);
-    api_respond_text(x, &b);
+    struct mjob *s = arena_alloc(http_req_arena(x->req), sizeof *s);
+    if (!s) {
+        api_respond_error(x, ERR_NOMEM, NULL);
+        return;
+    }
+    memset(s, 0, sizeof *s);
+    sbuf_init(&s->out, 0);
+    s->job.fn = mjob_fn;
+    s->x = x;
+    http_req_ref(x->req);
+    int rc = workq_submit(x->api->metrics_pool, &s->job);
+    if (rc) {
+        http_req_unref(x->req);
+        api_respond_error(x, rc, "Too many scrapes are waiting; retry later");
+    }
 }
 
 const struct api_route api_ops_routes[] = {
