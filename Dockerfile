@@ -20,9 +20,10 @@ RUN make -j"$(nproc)" ayder && strip ayder && ./ayder --help >/dev/null
 
 # ---- run stage ------------------------------------------------------------------------------
 FROM debian:bookworm-slim
-# Runtime libraries only (the -dev packages' shared objects), curl for the health check.
+# The shared libraries the binary links (tools/docker-steps checks the list against readelf),
+# curl for the health check.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libuv1 libjansson4 libssl3 libavro23 \
+ && apt-get install -y --no-install-recommends libuv1 libjansson4 libssl3 \
       libprotobuf-c1 curl ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 ayder \
