@@ -724,6 +724,16 @@ int api_new(const struct api_config *cfg, struct api **out)
         xfree(a);
         return rc;
     }
+    /* One thread: scrapes take turns anyway (lag_mu); a few may wait, beyond that 503. */
+    rc = workq_new(1, 16, "ayder-metrics", &a->metrics_pool);
+    if (rc) {
+        workq_free(a->stream_pool);
+        metrics_free(a->metrics);
+        xfree(a);
+        return rc;
+    }
+    pthread_mutex_init(&a->lag_mu, NULL);
+    hmap_init(&a->lag_memo);
     *out = a;
     return 0;
 }
@@ -741,6 +751,7 @@ void api_quiesce(struct api *a)
 {
     atomic_store(&a->stream_stopping, true);
     workq_stop(a->stream_pool);
+    workq_stop(a->metrics_pool);
 }
 
 void api_free(struct api *a)
@@ -748,6 +759,9 @@ void api_free(struct api *a)
     if (!a)
         return;
     workq_free(a->stream_pool);
+    workq_free(a->metrics_pool);
     metrics_free(a->metrics);
+    api_metrics_free(a);
+    pthread_mutex_destroy(&a->lag_mu);
     xfree(a);
 }

@@ -31,10 +31,12 @@
 #define AYDER_API_API_INTERNAL_H
 
 #include "api/api.h"
+#include "base/hmap.h"
 #include "base/json.h"
 #include "http/router.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 struct rctx;
@@ -60,6 +62,8 @@ struct api_route {
 
 /* The areas (one table each; registered in this order by api.c's areas[]). */
 extern const struct api_route api_ops_routes[];
+/* ops.c: frees what /metrics remembers between scrapes (api_free). */
+void api_metrics_free(struct api *a);
 extern const struct api_route api_broker_routes[];
 extern const struct api_route api_kv_routes[];
 extern const struct api_route api_cluster_routes[];
@@ -80,8 +84,15 @@ struct api {
     int nroutes, nmetrics, metric_other;
     struct workq *stream_pool;          /* stream.c: queries and joins run here */
     _Atomic bool stream_stopping;       /* api_quiesce: jobs not yet started end with 503 */
+    struct workq *metrics_pool;         /* ops.c: /metrics renders here, off the HTTP workers */
     struct http_server *_Atomic server; /* set after the workers started (api_set_server) */
     _Atomic uint64_t unauthorized, forbidden, rate_limited;
+    /* ops.c: /metrics group lag in seconds (one record read per changed committed offset,
+     * remembered here; lag_mu also makes concurrent scrapes take turns) */
+    pthread_mutex_t lag_mu;
+    struct hmap lag_memo;    /* offset key (topic\0group\0partition) -> struct lag_memo */
+    uint64_t lag_gen;
+    _Atomic uint64_t scrape_ns; /* how long the previous /metrics took to render */
 };
 
 /* Per-request context, allocated in the request arena. */

@@ -133,7 +133,9 @@ static void h_metrics_ha(struct rctx *x, const struct route_match *m)
             for (size_t i = 0; i < st.n_peers; i++) {
                 char l[128];
                 snprintf(l, sizeof l, "peer=\"%s\"", st.peers[i].name);
-                metrics_write_sample(&b, "ayder_ha_peer_match_index", l, (double)st.peers[i].match_index);
+                /* the leader's own entry: what it has fsynced itself */
+                uint64_t mi = st.peers[i].self ? st.durable_index : st.peers[i].match_index;
+                metrics_write_sample(&b, "ayder_ha_peer_match_index", l, (double)mi);
             }
             metrics_write_family(&b, "ayder_ha_peer_lag_entries", "gauge", "Entries the peer is behind the leader's log.");
             for (size_t i = 0; i < st.n_peers; i++) {

@@ -1297,6 +1297,89 @@ void broker_group(struct broker *b, struct slice group, struct slice topic, brok
     pthread_rwlock_unlock(&b->meta);
 }
 
+void broker_each_partition(struct broker *b, broker_partition_fn fn, void *ctx)
+{
+    pthread_rwlock_rdlock(&b->meta);
+    size_t bk = 0;
+    struct hmap_node *cur = NULL, *n;
+    while ((n = hmap_next(&b->topics, &bk, &cur))) {
+        struct topic *t = n->value;
+        for (uint32_t i = 0; i < t->nparts; i++) {
+            struct plog_stats st;
+            plog_stats(t->parts[i].log, &st);
+            fn(ctx, slice_of(t->name, t->name_len), i, &st);
+        }
+    }
+    pthread_rwlock_unlock(&b->meta);
+}
+
+/* The copy: per entry u64 committed, u64 start, u64 high watermark, u32 key length, key bytes
+ * (topic \0 group \0 partition). */
+int broker_each_committed(struct broker *b, broker_offset_fn fn, void *ctx)
+{
+    struct sbuf copy;
+    sbuf_init(&copy, 0);
+    pthread_rwlock_rdlock(&b->meta);
+    pthread_mutex_lock(&b->off_mu);
+    size_t bk = 0;
+    struct hmap_node *cur = NULL, *n;
+    while ((n = hmap_next(&b->offsets, &bk, &cur))) {
+        const uint8_t *z = memchr(n->key, 0, n->key_len);
+        if (!z || n->key_len < (size_t)(z - n->key) + 6)
+            continue;
+        struct slice tn = slice_of(n->key, (size_t)(z - n->key));
+        uint32_t part = get_le32(n->key + n->key_len - 4);
+        struct topic *t = topic_get(b, tn);
+        if (!t || part >= t->nparts)
+            continue;
+        struct plog *l = t->parts[part].log;
+        sbuf_put_le64(&copy, (uint64_t)(uintptr_t)n->value - 1);
+        sbuf_put_le64(&copy, plog_start_offset(l));
+        sbuf_put_le64(&copy, plog_high_watermark(l));
+        sbuf_put_le32(&copy, (uint32_t)n->key_len);
+        sbuf_append(&copy, n->key, n->key_len);
+    }
+    pthread_mutex_unlock(&b->off_mu);
+    pthread_rwlock_unlock(&b->meta);
+    if (!sbuf_ok(&copy)) {
+        sbuf_free(&copy);
+        return ERR_NOMEM;
+    }
+    for (size_t at = 0; at < copy.len;) {
+        const uint8_t *e = copy.data + at;
+        uint64_t committed = get_le64(e), start = get_le64(e + 8), hw = get_le64(e + 16);
+        uint32_t kl = get_le32(e + 24);
+        const uint8_t *k = e + 28;
+        at += 28 + kl;
+        const uint8_t *z = memchr(k, 0, kl);
+        struct slice tn = slice_of(k, (size_t)(z - k));
+        struct slice gn = slice_of(z + 1, kl - tn.len - 6);
+        fn(ctx, tn, gn, get_le32(k + kl - 4), committed, start, hw);
+    }
+    sbuf_free(&copy);
+    return 0;
+}
+
+static int first_ts_fn(void *ctx, const struct plog_record *rec)
+{
+    *(int64_t *)ctx = rec->timestamp_ms;
+    return 1;
+}
+
+int broker_record_time(struct broker *b, struct slice topic, uint32_t partition, uint64_t offset,
+                       int64_t *ts_ms)
+{
+    struct plog_read_result res;
+    int64_t ts = 0;
+    int rc = broker_read(b, topic, partition, offset, 1, 1, first_ts_fn, &ts, &res, NULL, NULL);
+    if (rc)
+        return rc;
+    if (res.count == 0)
+        return ERR_NOT_FOUND;
+    *ts_ms = ts;
+    return 0;
+}
+
 int broker_wait(struct broker *b, struct slice topic, uint32_t partition, uint64_t offset,
                 struct broker_waiter *w)
 {

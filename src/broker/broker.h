@@ -145,6 +145,26 @@ typedef void (*broker_group_fn)(void *ctx, struct slice topic, uint32_t partitio
 void broker_group(struct broker *b, struct slice group, struct slice topic, broker_group_fn fn,
                   void *ctx);
 
+/* --- scrape-time views (any thread; for /metrics) ---------------------------------------------- */
+/* Every partition of every topic: fn(ctx, topic, partition, stats). fn runs under the metadata
+ * lock (shared), which topic creation and deletion wait for: it must only copy what it needs. */
+typedef void (*broker_partition_fn)(void *ctx, struct slice topic, uint32_t partition,
+                                    const struct plog_stats *st);
+void broker_each_partition(struct broker *b, broker_partition_fn fn, void *ctx);
+/* Every committed offset with its partition's start offset and high watermark. The entries are
+ * copied under the locks (held only for the copy, so a commit being applied waits at most that
+ * long), then fn is called with no lock held; the topic/group slices live during the call only.
+ * Returns 0 or ERR_NOMEM (nothing visited). */
+typedef void (*broker_offset_fn)(void *ctx, struct slice topic, struct slice group,
+                                 uint32_t partition, uint64_t committed, uint64_t start,
+                                 uint64_t high_watermark);
+int broker_each_committed(struct broker *b, broker_offset_fn fn, void *ctx);
+/* The timestamp of the first readable record at or after `offset` (below the high watermark):
+ * 0, ERR_NOT_FOUND (no such record yet), ERR_NO_TOPIC / ERR_BAD_PARTITION, or a read error.
+ * One bounded read (one batch window). */
+int broker_record_time(struct broker *b, struct slice topic, uint32_t partition, uint64_t offset,
+                       int64_t *ts_ms);
+
 /* Long-poll: park w on the partition until its high watermark passes `offset`. Returns 0 when
  * parked (w->wake(w) will be called once, from the core thread, unless broker_unwait removes it
  * first), ERR_AGAIN if data is already there, ERR_OVERLOADED if BROKER_WAITERS_MAX consumers are

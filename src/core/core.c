@@ -155,6 +155,8 @@ struct core {
 
     _Atomic uint64_t st_proposals, st_entries, st_checkpoints, st_applied, st_durable, st_last;
     _Atomic uint64_t st_syncs, st_sync_ns; /* journal fsyncs and their total time (metrics) */
+    _Atomic uint64_t st_jbytes, st_jsegs;  /* journal size (metrics) */
+    struct metrics_hist h_fsync, h_write;  /* core_histograms */
     uint64_t recovery_ms, replayed;
 
     /* Raft (core thread unless noted) */
@@ -293,6 +295,8 @@ static void seq_clear(struct core *c)
 
 static void finish(struct core *c, struct proposal *p)
 {
+    if (!p->err && p->enqueue_ns)
+        metrics_hist_observe(&c->h_write, clock_mono_ns() - p->enqueue_ns);
     p->phase = PROPOSAL_DONE;
     atomic_fetch_sub(&c->inflight, 1);
     atomic_fetch_sub(&c->inflight_bytes, p->payload.len);
@@ -1826,6 +1830,8 @@ int core_open(const struct core_config *cfg, struct core **out)
     struct journal_stats js;
     journal_stats(c->j, &js);
     c->journal_bytes_at_checkpoint = js.bytes;
+    atomic_store_explicit(&c->st_jbytes, js.bytes, memory_order_relaxed);
+    atomic_store_explicit(&c->st_jsegs, js.segments, memory_order_relaxed);
     c->last_checkpoint_ms = clock_mono_ms();
     LOG_I("core", "recovered to index %" PRIu64 " (snapshot %" PRIu64 ", %" PRIu64
           " entries replayed) in %" PRIu64 " ms", c->applied_index, snap_index, c->replayed,
@@ -2022,6 +2028,8 @@ static void tick(struct core *c)
     }
     struct journal_stats js;
     journal_stats(c->j, &js);
+    atomic_store_explicit(&c->st_jbytes, js.bytes, memory_order_relaxed); /* after trims too */
+    atomic_store_explicit(&c->st_jsegs, js.segments, memory_order_relaxed);
     bool due = (c->cfg.checkpoint_interval_ms &&
                 clock_mono_ms() - c->last_checkpoint_ms >= c->cfg.checkpoint_interval_ms) ||
                js.bytes - c->journal_bytes_at_checkpoint >= c->cfg.checkpoint_journal_bytes;
@@ -2132,8 +2140,19 @@ static void sync_finished(struct core *c, struct journal_sync *tok, int sync_rc,
     atomic_store(&c->st_durable, d);
     struct journal_stats js;
     journal_stats(c->j, &js);
+    /* One sync per call here; the delta also covers a journal_sync_now that ran in between
+     * (recovery, truncation), spread evenly over the syncs it counted. */
+    uint64_t prev_n = atomic_load_explicit(&c->st_syncs, memory_order_relaxed);
+    uint64_t prev_ns = atomic_load_explicit(&c->st_sync_ns, memory_order_relaxed);
+    if (js.syncs > prev_n && js.sync_ns_total >= prev_ns) {
+        uint64_t n = js.syncs - prev_n, each = (js.sync_ns_total - prev_ns) / n;
+        for (uint64_t i = 0; i < n && i < 16; i++)
+            metrics_hist_observe(&c->h_fsync, each);
+    }
     atomic_store_explicit(&c->st_syncs, js.syncs, memory_order_relaxed);
     atomic_store_explicit(&c->st_sync_ns, js.sync_ns_total, memory_order_relaxed);
+    atomic_store_explicit(&c->st_jbytes, js.bytes, memory_order_relaxed);
+    atomic_store_explicit(&c->st_jsegs, js.segments, memory_order_relaxed);
     if (d && journal_term_at(c->j, d, &t) == 0) {
         c->persist_pending = true;
         c->persist_index = d;
@@ -3382,6 +3401,18 @@ void core_stats(struct core *c, struct core_stats *st)
     st->inflight = atomic_load(&c->inflight);
     st->recovery_ms = c->recovery_ms;
     st->replayed_entries = c->replayed;
+    st->journal_bytes = atomic_load_explicit(&c->st_jbytes, memory_order_relaxed);
+    st->journal_segments = atomic_load_explicit(&c->st_jsegs, memory_order_relaxed);
+    st->failed = atomic_load(&c->fatal) != 0;
+    st->no_space = atomic_load(&c->nospace) != 0;
+    st->min_free_bytes = c->cfg.min_free_bytes;
+    st->disk_known = io_free_bytes(c->cfg.fs, c->cfg.data_dir, &st->disk_free_bytes) == 0;
+}
+
+void core_histograms(struct core *c, struct core_histograms *out)
+{
+    out->fsync = &c->h_fsync;
+    out->write = &c->h_write;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -39,6 +39,7 @@
 #include "io/io.h"
 #include "journal/journal.h"
 #include "kv/kv.h"
+#include "metrics/metrics.h"
 #include "schema/registry.h"
 
 #include <stdbool.h>
@@ -189,8 +190,23 @@ struct core_stats {
     uint64_t last_index, durable_index, applied_index;
     uint64_t proposals, entries, syncs, sync_ns_total, checkpoints, last_checkpoint_index;
     uint64_t inflight, journal_bytes, journal_segments, recovery_ms, replayed_entries;
+    bool failed;             /* the sticky error state (ERR_STORE_FAILED) */
+    bool no_space;           /* writes refused for space (ENOSPC or below min_free_bytes) */
+    bool disk_known;         /* free_bytes could be read (statvfs of the data directory) */
+    uint64_t disk_free_bytes, min_free_bytes;
 };
+/* Any thread; reads atomics, plus one statvfs of the data directory for disk_free_bytes. */
 void core_stats(struct core *c, struct core_stats *st);
+
+/* Latency histograms the core keeps (live for the core's lifetime; any thread may render them):
+ * fsync = one group-commit fsync of the journal (sync thread or inline), as journal_sync_run
+ * timed it; write = a successful write from core_propose to its PROPOSAL_DONE (sequenced,
+ * appended, fsynced / committed by a majority, applied), i.e. the part of a produce's or a
+ * commit's answer time spent in the core. */
+struct core_histograms {
+    const struct metrics_hist *fsync, *write;
+};
+void core_histograms(struct core *c, struct core_histograms *out);
 
 /* Offline tools (no threads): print a journal or partition segment; verify a data dir. */
 int core_logdump(const char *path);

@@ -16,9 +16,7 @@ static const double bucket_le_s[METRICS_BUCKETS] = {
 
 struct route_stats {
     _Atomic uint64_t by_class[6]; /* index status/100: 1xx..5xx */
-    _Atomic uint64_t buckets[METRICS_BUCKETS + 1];
-    _Atomic uint64_t sum_ns;
-    _Atomic uint64_t count;
+    struct metrics_hist latency;
 };
 
 struct metrics {
@@ -48,13 +46,46 @@ void metrics_observe(struct metrics *m, int route_id, int status, uint64_t laten
     if (cls < 1 || cls > 5)
         cls = 5;
     atomic_fetch_add_explicit(&r->by_class[cls], 1, memory_order_relaxed);
+    metrics_hist_observe(&r->latency, latency_ns);
+}
+
+void metrics_hist_observe(struct metrics_hist *h, uint64_t latency_ns)
+{
     double s = (double)latency_ns / 1e9;
     int b = 0;
     while (b < METRICS_BUCKETS && s > bucket_le_s[b])
         b++;
-    atomic_fetch_add_explicit(&r->buckets[b], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&r->sum_ns, latency_ns, memory_order_relaxed);
-    atomic_fetch_add_explicit(&r->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->buckets[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_ns, latency_ns, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+}
+
+/* Buckets are loaded one by one while observers keep adding, so _count is taken as the sum of
+ * the buckets read (never the separate counter): the +Inf bucket then always equals _count, as
+ * the exposition format requires, even in a scrape that races an observation. */
+void metrics_hist_render(struct sbuf *out, const char *name, const char *labels,
+                         const struct metrics_hist *h)
+{
+    const char *sep = labels && *labels ? "," : "";
+    if (!labels)
+        labels = "";
+    uint64_t cum = 0;
+    for (int b = 0; b < METRICS_BUCKETS; b++) {
+        cum += atomic_load_explicit(&h->buckets[b], memory_order_relaxed);
+        sbuf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, bucket_le_s[b],
+                    (unsigned long long)cum);
+    }
+    cum += atomic_load_explicit(&h->buckets[METRICS_BUCKETS], memory_order_relaxed);
+    sbuf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+                (unsigned long long)cum);
+    double sum_s = (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9;
+    if (*labels) {
+        sbuf_printf(out, "%s_sum{%s} %.9f\n", name, labels, sum_s);
+        sbuf_printf(out, "%s_count{%s} %llu\n", name, labels, (unsigned long long)cum);
+    } else {
+        sbuf_printf(out, "%s_sum %.9f\n", name, sum_s);
+        sbuf_printf(out, "%s_count %llu\n", name, (unsigned long long)cum);
+    }
 }
 
 void metrics_write_family(struct sbuf *out, const char *name, const char *type, const char *help)
@@ -68,6 +99,19 @@ void metrics_write_sample(struct sbuf *out, const char *name, const char *labels
         sbuf_printf(out, "%s{%s} %.17g\n", name, labels, v);
     else
         sbuf_printf(out, "%s %.17g\n", name, v);
+}
+
+void metrics_write_sample_u64(struct sbuf *out, const char *name, const char *labels, uint64_t v)
+{
+    sbuf_puts(out, name);
+    if (labels && *labels) {
+        sbuf_putc(out, '{');
+        sbuf_puts(out, labels);
+        sbuf_putc(out, '}');
+    }
+    sbuf_putc(out, ' ');
+    sbuf_put_u64(out, v);
+    sbuf_putc(out, '\n');
 }
 
 void metrics_write_gauge(struct sbuf *out, const char *name, const char *help, double v)
@@ -98,21 +142,10 @@ void metrics_render_requests(struct metrics *m, struct sbuf *out)
                          "Time from the first byte of a request to its response, by route.");
     for (int i = 0; i < m->nroutes; i++) {
         struct route_stats *r = &m->routes[i];
-        uint64_t count = atomic_load_explicit(&r->count, memory_order_relaxed);
-        if (!count)
+        if (!atomic_load_explicit(&r->latency.count, memory_order_relaxed))
             continue;
-        uint64_t cum = 0;
-        for (int b = 0; b < METRICS_BUCKETS; b++) {
-            cum += atomic_load_explicit(&r->buckets[b], memory_order_relaxed);
-            sbuf_printf(out, "ayder_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
-                        m->names[i], bucket_le_s[b], (unsigned long long)cum);
-        }
-        cum += atomic_load_explicit(&r->buckets[METRICS_BUCKETS], memory_order_relaxed);
-        sbuf_printf(out, "ayder_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
-                    m->names[i], (unsigned long long)cum);
-        sbuf_printf(out, "ayder_http_request_duration_seconds_sum{route=\"%s\"} %.9f\n", m->names[i],
-                    (double)atomic_load_explicit(&r->sum_ns, memory_order_relaxed) / 1e9);
-        sbuf_printf(out, "ayder_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
-                    m->names[i], (unsigned long long)cum);
+        char labels[96];
+        snprintf(labels, sizeof labels, "route=\"%s\"", m->names[i]);
+        metrics_hist_render(out, "ayder_http_request_duration_seconds", labels, &r->latency);
     }
 }
