@@ -356,12 +356,22 @@ static inline void set_targets(struct jscan *s, uint64_t targets, const struct s
 
 static int scan_value(struct jscan *s, uint64_t active, uint32_t d);
 
-static bool key_matches(const struct spath_seg *seg, const uint8_t *k, size_t klen, bool kesc)
+/* Member names are short: compare them inline rather than through a memcmp call. */
+static inline bool name_eq(const uint8_t *k, const char *name, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (k[i] != (uint8_t)name[i])
+            return false;
+    return true;
+}
+
+static inline bool key_matches(const struct spath_seg *seg, const uint8_t *k, size_t klen,
+                               bool kesc)
 {
     if (!seg->name)
         return false;
     if (!kesc)
-        return klen == seg->len && memcmp(k, seg->name, klen) == 0;
+        return klen == seg->len && name_eq(k, seg->name, klen);
     struct sval a = {.type = SV_STR, .escaped = true, .len = (uint32_t)klen, .p = (const char *)k};
     struct sval b = {.type = SV_STR, .len = seg->len, .p = seg->name};
     return sval_eq(&a, &b);
@@ -386,10 +396,56 @@ static uint64_t narrow(struct jscan *s, uint64_t inner, uint32_t d, const uint8_
     return next;
 }
 
+/* A string at s->p (the opening quote): the common case -- printable ASCII, no escapes -- is
+ * scanned inline; anything else goes through scan_string, which validates it. */
+static inline int scan_plain_string(struct jscan *s, const uint8_t **start, size_t *len,
+                                    bool *escaped)
+{
+    const uint8_t *p = s->p + 1, *q = p, *end = s->end;
+    while (q < end && str_class[*q] == 0)
+        q++;
+    if (q < end && *q == '"') {
+        *start = p;
+        *len = (size_t)(q - p);
+        *escaped = false;
+        s->p = q + 1;
+        return 0;
+    }
+    return scan_string(s, start, len, escaped);
+}
+
+static inline void skip_ws_fast(struct jscan *s)
+{
+    if (s->p < s->end && *s->p <= ' ')
+        skip_ws(s);
+}
+
+/* A value that no path needs: validated and skipped. Strings and numbers -- nearly every such
+ * value -- are done here without scan_value's dispatch; containers and literals go through it
+ * with an empty path set (pure validation). */
+static inline int skip_value(struct jscan *s, uint32_t d)
+{
+    if (s->p < s->end) {
+        uint8_t c = *s->p;
+        if (c == '"') {
+            const uint8_t *a;
+            size_t n;
+            bool esc;
+            return scan_plain_string(s, &a, &n, &esc);
+        }
+        if (c == '-' || (c >= '0' && c <= '9')) {
+            const uint8_t *a;
+            bool is_int;
+            return scan_number(s, &a, &is_int);
+        }
+    }
+    return scan_value(s, 0, d);
+}
+
 static int scan_object(struct jscan *s, uint64_t inner, uint32_t d)
 {
     s->p++; /* '{' */
-    skip_ws(s);
+    skip_ws_fast(s);
     if (s->p < s->end && *s->p == '}') {
         s->p++;
         return 0;
@@ -400,22 +456,22 @@ static int scan_object(struct jscan *s, uint64_t inner, uint32_t d)
         const uint8_t *k;
         size_t klen;
         bool kesc;
-        if (scan_string(s, &k, &klen, &kesc))
+        if (scan_plain_string(s, &k, &klen, &kesc))
             return -1;
-        skip_ws(s);
+        skip_ws_fast(s);
         if (s->p >= s->end || *s->p != ':')
             return fail(s, "expected ':'");
         s->p++;
-        skip_ws(s);
+        skip_ws_fast(s);
         uint64_t next = inner ? narrow(s, inner, d, k, klen, kesc, -1) : 0;
-        if (scan_value(s, next, d + 1))
+        if (next ? scan_value(s, next, d + 1) : skip_value(s, d + 1))
             return -1;
-        skip_ws(s);
+        skip_ws_fast(s);
         if (s->p >= s->end)
             return fail(s, "unterminated object");
         if (*s->p == ',') {
             s->p++;
-            skip_ws(s);
+            skip_ws_fast(s);
             continue;
         }
         if (*s->p == '}') {
@@ -436,7 +492,7 @@ static int scan_array(struct jscan *s, uint64_t inner, uint32_t d)
     }
     for (int64_t idx = 0;; idx++) {
         uint64_t next = inner ? narrow(s, inner, d, NULL, 0, false, idx) : 0;
-        if (scan_value(s, next, d + 1))
+        if (next ? scan_value(s, next, d + 1) : skip_value(s, d + 1))
             return -1;
         skip_ws(s);
         if (s->p >= s->end)
