@@ -1,5 +1,11 @@
 /* crc32c.c -- see crc32c.h. Table fallback is slicing-by-8; hardware path uses the 8-byte
- * crc32 instruction. Both produce identical results (tested in tests/unit/test_base.c). */
+ * crc32 instruction. Both produce identical results (tested in tests/unit/test_base.c).
+ *
+ * The crc32 instruction has a latency of 3 cycles and a throughput of 1 per cycle, so one
+ * dependent chain runs at a third of the unit's speed. For long buffers the hardware path runs
+ * three independent chains over three adjacent blocks (CRC_LONG, then CRC_SHORT bytes each) and
+ * joins them with the "append n zero bytes" operator as four 256-entry tables per block size
+ * (Mark Adler's method, as in zlib's crc32_combine): crc(A || B) = shift_B(crc(A)) ^ crc0(B). */
 #include "base/crc32c.h"
 
 #include <pthread.h>
@@ -8,6 +14,65 @@
 
 static uint32_t table[8][256];
 static bool have_hw;
+
+#define CRC_POLY 0x82F63B78u /* reflected Castagnoli polynomial */
+#define CRC_LONG 8192u
+#define CRC_SHORT 256u
+static uint32_t zeros_long[4][256], zeros_short[4][256];
+
+/* GF(2) 32x32 matrices as 32 column words. */
+static uint32_t gf2_times(const uint32_t *mat, uint32_t vec)
+{
+    uint32_t sum = 0;
+    for (; vec; vec >>= 1, mat++)
+        if (vec & 1)
+            sum ^= *mat;
+    return sum;
+}
+
+static void gf2_square(uint32_t *square, const uint32_t *mat)
+{
+    for (int n = 0; n < 32; n++)
+        square[n] = gf2_times(mat, mat[n]);
+}
+
+/* The operator that appends len (a power of two) zero bytes to a CRC, as tables by byte. */
+static void zeros_tables(uint32_t zeros[4][256], size_t len)
+{
+    uint32_t even[32], odd[32];
+    odd[0] = CRC_POLY; /* one zero bit */
+    for (int n = 1; n < 32; n++)
+        odd[n] = 1u << (n - 1);
+    gf2_square(even, odd); /* two zero bits */
+    gf2_square(odd, even); /* four */
+    const uint32_t *op;
+    for (;;) {
+        gf2_square(even, odd); /* one zero byte, then 4, 16, ... */
+        len >>= 1;
+        if (len == 0) {
+            op = even;
+            break;
+        }
+        gf2_square(odd, even); /* two zero bytes, then 8, 32, ... */
+        len >>= 1;
+        if (len == 0) {
+            op = odd;
+            break;
+        }
+    }
+    for (uint32_t n = 0; n < 256; n++) {
+        zeros[0][n] = gf2_times(op, n);
+        zeros[1][n] = gf2_times(op, n << 8);
+        zeros[2][n] = gf2_times(op, n << 16);
+        zeros[3][n] = gf2_times(op, n << 24);
+    }
+}
+
+static inline uint32_t shift(uint32_t zeros[4][256], uint32_t crc)
+{
+    return zeros[0][crc & 0xff] ^ zeros[1][(crc >> 8) & 0xff] ^ zeros[2][(crc >> 16) & 0xff] ^
+           zeros[3][crc >> 24];
+}
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void init(void)
@@ -25,6 +90,8 @@ static void init(void)
     __builtin_cpu_init();
     have_hw = __builtin_cpu_supports("sse4.2");
 #endif
+    zeros_tables(zeros_long, CRC_LONG);
+    zeros_tables(zeros_short, CRC_SHORT);
 }
 
 static uint32_t crc_sw(uint32_t crc, const uint8_t *p, size_t n)
@@ -45,9 +112,32 @@ static uint32_t crc_sw(uint32_t crc, const uint8_t *p, size_t n)
 }
 
 #if defined(__x86_64__)
+/* Three chains over adjacent blocks of `block` bytes each, joined (see the top comment). */
+#define CRC_3WAY(block, zeros)                                                                 \
+    while (n >= 3 * (block)) {                                                                 \
+        uint64_t c1 = 0, c2 = 0;                                                               \
+        const uint8_t *e = p + (block);                                                        \
+        do {                                                                                   \
+            uint64_t w0, w1, w2;                                                               \
+            memcpy(&w0, p, 8);                                                                 \
+            memcpy(&w1, p + (block), 8);                                                       \
+            memcpy(&w2, p + 2 * (block), 8);                                                   \
+            c = __builtin_ia32_crc32di(c, w0);                                                 \
+            c1 = __builtin_ia32_crc32di(c1, w1);                                               \
+            c2 = __builtin_ia32_crc32di(c2, w2);                                               \
+            p += 8;                                                                            \
+        } while (p < e);                                                                       \
+        c = shift(zeros, (uint32_t)c) ^ (uint32_t)c1;                                          \
+        c = shift(zeros, (uint32_t)c) ^ (uint32_t)c2;                                          \
+        p += 2 * (block);                                                                      \
+        n -= 3 * (block);                                                                      \
+    }
+
 __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uint8_t *p, size_t n)
 {
     uint64_t c = crc;
+    CRC_3WAY(CRC_LONG, zeros_long)
+    CRC_3WAY(CRC_SHORT, zeros_short)
     while (n >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);

@@ -47,6 +47,10 @@
 #define IDX_ENTRY_BYTES 8
 #define SCAN_WIN_BYTES (64u << 10)
 #define READ_WIN_BYTES (32u << 10)
+/* plog_read indexes a batch of up to READ_INDEX_MAX records (32 bytes each: 4 MiB at most) in
+ * one walk; a bigger batch (foreign, or of tiny records) is validated, then decoded again. */
+#define READ_INDEX_INLINE 16u
+#define READ_INDEX_MAX (1u << 17)
 #define FLOOR_MAGIC 0x4159464cu /* "AYFL" */
 #define FLOOR_BYTES 16
 
@@ -1032,6 +1036,11 @@ int plog_read(struct plog *p, uint64_t from, size_t max_records, size_t max_byte
     }
     struct win w;
     win_init(&w, NULL, READ_WIN_BYTES);
+    /* Each batch is validated and indexed in one walk (recbatch_decode_index), then served from
+     * its entries: one decode per record instead of two. */
+    struct recbatch_ent ents_inline[READ_INDEX_INLINE];
+    struct recbatch_ent *ents = ents_inline;
+    size_t ents_cap = READ_INDEX_INLINE;
     size_t i = seg_find(p, from), bytes = 0;
     bool stop = false;
     int rc = 0;
@@ -1066,13 +1075,29 @@ int plog_read(struct plog *p, uint64_t from, size_t max_records, size_t max_byte
                 rc = rc == ERR_EOF ? read_corrupt(p, s, pos, "short batch") : rc;
                 goto out;
             }
-            if ((rc = recbatch_decode(slice_of(bp, h.batch_bytes), &h)) != 0) {
+            if ((size_t)h.record_count > ents_cap && (size_t)h.record_count <= READ_INDEX_MAX) {
+                struct recbatch_ent *ne = xmalloc((size_t)h.record_count * sizeof *ne);
+                if (ne) { /* else this batch is decoded twice, as a bigger one is */
+                    if (ents != ents_inline)
+                        xfree(ents);
+                    ents = ne;
+                    ents_cap = (size_t)h.record_count;
+                }
+            }
+            bool indexed = (size_t)h.record_count <= ents_cap;
+            struct slice batch = slice_of(bp, h.batch_bytes);
+            rc = indexed ? recbatch_decode_index(batch, &h, ents, ents_cap)
+                         : recbatch_decode(batch, &h);
+            if (rc) {
                 rc = rc == ERR_NOMEM ? rc : read_corrupt(p, s, pos, "CRC or record mismatch");
                 goto out;
             }
             struct recbatch_iter it;
             struct plog_record rec;
-            recbatch_iter_init(&it, slice_of(bp, h.batch_bytes), &h);
+            if (indexed)
+                recbatch_iter_init_index(&it, batch, &h, ents);
+            else
+                recbatch_iter_init(&it, batch, &h);
             while (!stop && (rc = recbatch_iter_next(&it, &rec)) == 1) {
                 rc = 0;
                 if (rec.offset < next)
@@ -1118,6 +1143,8 @@ int plog_read(struct plog *p, uint64_t from, size_t max_records, size_t max_byte
         i++;
     }
 out:
+    if (ents != ents_inline)
+        xfree(ents);
     win_free(&w);
     pthread_rwlock_unlock(&p->lock);
     return rc;

@@ -12,7 +12,10 @@
  *  2. recbatch_decode accepts a batch only if every record parses, offset deltas strictly
  *     increase within [0, lastOffsetDelta], each record ends exactly at its length prefix, and
  *     the records end exactly at the batch end. Hence recbatch_iter_next cannot fail afterwards
- *     (except ERR_NOMEM when growing the header array).
+ *     (except ERR_NOMEM when growing the header array). recbatch_decode_index runs the same
+ *     checks (one walk, walk_records) and also records each record's fields, so a reader
+ *     decodes every record once instead of twice (validate, then iterate) while a bad batch
+ *     still fails before any of its records is handed out.
  *  3. Timestamps are stored as deltas computed with wrapping (unsigned) arithmetic, so every
  *     int64 timestamp round-trips without signed overflow.
  */
@@ -260,6 +263,8 @@ void recbatch_iter_init(struct recbatch_iter *it, struct slice batch, const stru
     it->prev_delta = -1;
     it->hdrs = it->inline_hdrs;
     it->hdr_cap = sizeof it->inline_hdrs / sizeof it->inline_hdrs[0];
+    it->ents = NULL;
+    it->base = batch.ptr;
 }
 
 void recbatch_iter_finish(struct recbatch_iter *it)
@@ -271,7 +276,7 @@ void recbatch_iter_finish(struct recbatch_iter *it)
 }
 
 /* Record fields are read through a local cursor [*pp, end) rather than a struct reader: this
- * runs for every record twice (recbatch_decode validates the batch, then the caller iterates it),
+ * runs for every record (once with recbatch_decode_index, twice otherwise),
  * so the common one- to three-byte varints are decoded inline and the rest by rd_uvarint. The
  * accepted encodings are exactly rd_uvarint's. */
 static inline bool get_uvarint(const uint8_t **pp, const uint8_t *end, uint64_t *v)
@@ -335,8 +340,61 @@ static inline bool get_nbytes(const uint8_t **pp, const uint8_t *end, bool nulla
     return true;
 }
 
+/* The header count and headers at *pp (bounded by end) into it->hdrs, growing it if needed. */
+static int get_headers(struct recbatch_iter *it, const uint8_t **pp, const uint8_t *end,
+                       int64_t *hcount)
+{
+    /* Each header takes at least two bytes: bound the count before allocating. */
+    if (!get_i32(pp, end, 0, hcount) || (uint64_t)*hcount > (size_t)(end - *pp) / 2)
+        return ERR_CORRUPT;
+    if ((size_t)*hcount > it->hdr_cap) {
+        struct plog_header *nh = xmalloc((size_t)*hcount * sizeof *nh);
+        if (!nh)
+            return ERR_NOMEM;
+        recbatch_iter_finish(it);
+        it->hdrs = nh;
+        it->hdr_cap = (size_t)*hcount;
+    }
+    for (int64_t k = 0; k < *hcount; k++) {
+        if (!get_nbytes(pp, end, false, &it->hdrs[k].key, NULL) ||
+            !get_nbytes(pp, end, true, &it->hdrs[k].value, NULL))
+            return ERR_CORRUPT;
+    }
+    return 0;
+}
+
+/* The next record from the entries recbatch_decode_index recorded: no varint is decoded again
+ * except a record's headers, which are rare (their count byte is 0 otherwise). */
+static int iter_next_indexed(struct recbatch_iter *it, struct plog_record *rec)
+{
+    if (it->left == 0)
+        return 0;
+    const struct recbatch_ent *e = it->ents++;
+    const uint8_t *b = it->base;
+    rec->has_key = e->key_off != RECBATCH_ENT_NULL;
+    rec->key = rec->has_key ? slice_of(b + e->key_off, e->key_len) : (struct slice){NULL, 0};
+    rec->value = e->value_off != RECBATCH_ENT_NULL ? slice_of(b + e->value_off, e->value_len)
+                                                   : (struct slice){NULL, 0};
+    int64_t hcount = 0;
+    const uint8_t *p = b + e->hdr_off;
+    if (*p != 0) {
+        int rc = get_headers(it, &p, it->r.end, &hcount);
+        if (rc)
+            return rc;
+    }
+    rec->timestamp_ms = (int64_t)((uint64_t)it->h.base_timestamp + (uint64_t)e->ts_delta);
+    rec->offset = (uint64_t)it->h.base_offset + (uint64_t)e->offset_delta;
+    rec->headers = hcount ? it->hdrs : NULL;
+    rec->header_count = (size_t)hcount;
+    rec->batch_end = false;
+    it->left--;
+    return 1;
+}
+
 int recbatch_iter_next(struct recbatch_iter *it, struct plog_record *rec)
 {
+    if (it->ents)
+        return iter_next_indexed(it, rec);
     const uint8_t *p = it->r.p, *end = it->r.end;
     if (it->left == 0)
         return p == end ? 0 : ERR_CORRUPT;
@@ -358,22 +416,9 @@ int recbatch_iter_next(struct recbatch_iter *it, struct plog_record *rec)
         return ERR_CORRUPT;
     if (!get_nbytes(&p, rend, true, &rec->value, NULL))
         return ERR_CORRUPT;
-    /* Each header takes at least two bytes: bound the count before allocating. */
-    if (!get_i32(&p, rend, 0, &hcount) || (uint64_t)hcount > (size_t)(rend - p) / 2)
-        return ERR_CORRUPT;
-    if ((size_t)hcount > it->hdr_cap) {
-        struct plog_header *nh = xmalloc((size_t)hcount * sizeof *nh);
-        if (!nh)
-            return ERR_NOMEM;
-        recbatch_iter_finish(it);
-        it->hdrs = nh;
-        it->hdr_cap = (size_t)hcount;
-    }
-    for (int64_t k = 0; k < hcount; k++) {
-        if (!get_nbytes(&p, rend, false, &it->hdrs[k].key, NULL) ||
-            !get_nbytes(&p, rend, true, &it->hdrs[k].value, NULL))
-            return ERR_CORRUPT;
-    }
+    int rc = get_headers(it, &p, rend, &hcount);
+    if (rc)
+        return rc;
     if (p != rend)
         return ERR_CORRUPT;
 
@@ -387,20 +432,86 @@ int recbatch_iter_next(struct recbatch_iter *it, struct plog_record *rec)
     return 1;
 }
 
-int recbatch_decode(struct slice in, struct recbatch_info *h)
+/* Validate every record of a batch whose header, length and CRC were checked, exactly as
+ * recbatch_iter_next would (invariant 2), without building plog_records; with ents, record
+ * each record's fields so the batch can be iterated without decoding it again. */
+static int walk_records(const uint8_t *batch, const struct recbatch_info *h,
+                        struct recbatch_ent *ents)
+{
+    const uint8_t *p = batch + RECBATCH_HEADER_BYTES, *end = batch + h->batch_bytes;
+    int64_t prev = -1;
+    for (int32_t i = 0; i < h->record_count; i++) {
+        int64_t len, tsd, od, hcount;
+        if (!get_i32(&p, end, 0, &len) || (uint64_t)len > (size_t)(end - p))
+            return ERR_CORRUPT;
+        const uint8_t *rend = p + len;
+        if (p >= rend)
+            return ERR_CORRUPT;
+        p++; /* record attributes: unused */
+        if (!get_varint(&p, rend, &tsd))
+            return ERR_CORRUPT;
+        if (!get_i32(&p, rend, 0, &od) || od <= prev || od > h->last_offset_delta)
+            return ERR_CORRUPT;
+        struct slice key, value;
+        bool has_key, has_value;
+        if (!get_nbytes(&p, rend, true, &key, &has_key) ||
+            !get_nbytes(&p, rend, true, &value, &has_value))
+            return ERR_CORRUPT;
+        const uint8_t *hp = p;
+        if (!get_i32(&p, rend, 0, &hcount) || (uint64_t)hcount > (size_t)(rend - p) / 2)
+            return ERR_CORRUPT;
+        for (int64_t k = 0; k < hcount; k++) {
+            struct slice hk, hv;
+            if (!get_nbytes(&p, rend, false, &hk, NULL) || !get_nbytes(&p, rend, true, &hv, NULL))
+                return ERR_CORRUPT;
+        }
+        if (p != rend)
+            return ERR_CORRUPT;
+        if (ents) {
+            struct recbatch_ent *e = &ents[i];
+            e->ts_delta = tsd;
+            e->key_off = has_key ? (uint32_t)(key.ptr - batch) : RECBATCH_ENT_NULL;
+            e->key_len = (uint32_t)key.len;
+            e->value_off = has_value ? (uint32_t)(value.ptr - batch) : RECBATCH_ENT_NULL;
+            e->value_len = (uint32_t)value.len;
+            e->offset_delta = (int32_t)od;
+            e->hdr_off = (uint32_t)(hp - batch);
+        }
+        prev = od;
+    }
+    return p == end ? 0 : ERR_CORRUPT;
+}
+
+static int decode(struct slice in, struct recbatch_info *h, struct recbatch_ent *ents,
+                  size_t ents_cap)
 {
     int rc = recbatch_peek(in.ptr, in.len, h);
     if (rc)
         return rc;
     if (in.len < h->batch_bytes)
         return ERR_EOF;
+    if (ents && (size_t)h->record_count > ents_cap)
+        return ERR_TOO_LARGE;
     if (recbatch_crc(in.ptr, h->batch_bytes) != h->crc)
         return ERR_CORRUPT;
-    struct recbatch_iter it;
-    recbatch_iter_init(&it, in, h);
-    struct plog_record rec;
-    while ((rc = recbatch_iter_next(&it, &rec)) == 1) {
-    }
-    recbatch_iter_finish(&it);
-    return rc;
+    return walk_records(in.ptr, h, ents);
+}
+
+int recbatch_decode(struct slice in, struct recbatch_info *h)
+{
+    return decode(in, h, NULL, 0);
+}
+
+int recbatch_decode_index(struct slice in, struct recbatch_info *h, struct recbatch_ent *ents,
+                          size_t ents_cap)
+{
+    return decode(in, h, ents, ents_cap);
+}
+
+void recbatch_iter_init_index(struct recbatch_iter *it, struct slice batch,
+                              const struct recbatch_info *h, const struct recbatch_ent *ents)
+{
+    recbatch_iter_init(it, batch, h);
+    it->ents = ents;
+    it->base = batch.ptr;
 }

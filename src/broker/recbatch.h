@@ -80,9 +80,26 @@ int recbatch_peek(const uint8_t *p, size_t n, struct recbatch_info *h);
 /* Validate one whole batch at the start of in: header, exact length available, CRC, and every
  * record's structure (lengths, strictly increasing offset deltas within lastOffsetDelta, nothing
  * left over). Bytes after the batch are ignored. ERR_EOF if in is shorter than the batch claims,
- * ERR_CORRUPT for anything else, ERR_NOMEM if a record has very many headers and allocation
- * fails. On success the records can be iterated without further errors. */
+ * ERR_CORRUPT for anything else. On success the records can be iterated without further errors
+ * (but ERR_NOMEM for a record with more than 8 headers). */
 int recbatch_decode(struct slice in, struct recbatch_info *h);
+
+/* One record of a validated batch as positions in it (byte offsets from the batch start), so
+ * the batch can be iterated without decoding it again. */
+#define RECBATCH_ENT_NULL UINT32_MAX /* key_off / value_off of a null key or value */
+struct recbatch_ent {
+    int64_t ts_delta;
+    uint32_t key_off, key_len;
+    uint32_t value_off, value_len;
+    int32_t offset_delta;
+    uint32_t hdr_off; /* the header count varint */
+};
+
+/* recbatch_decode, also filling ents[0..record_count) in the same walk. ERR_TOO_LARGE (before
+ * the CRC is computed) if the batch has more than ents_cap records: a caller peeks the header
+ * first and sizes ents from its record_count. */
+int recbatch_decode_index(struct slice in, struct recbatch_info *h, struct recbatch_ent *ents,
+                          size_t ents_cap);
 
 /* CRC-32C of the batch as stored (bytes RECBATCH_CRC_START..batch_bytes). */
 uint32_t recbatch_crc(const uint8_t *batch, size_t batch_bytes);
@@ -96,8 +113,14 @@ struct recbatch_iter {
     struct plog_header *hdrs;
     size_t hdr_cap;
     struct plog_header inline_hdrs[8];
+    const struct recbatch_ent *ents; /* the next entry when iterating by index, else NULL */
+    const uint8_t *base;             /* the batch's first byte */
 };
 void recbatch_iter_init(struct recbatch_iter *it, struct slice batch, const struct recbatch_info *h);
+/* Iterate a batch that recbatch_decode_index accepted, from its entries (borrowed: they must
+ * live until the iteration ends). */
+void recbatch_iter_init_index(struct recbatch_iter *it, struct slice batch,
+                              const struct recbatch_info *h, const struct recbatch_ent *ents);
 /* 1 = *rec filled (offset = base_offset + offsetDelta), 0 = no more records, negative = ERR_*
  * (ERR_CORRUPT for malformed bytes; cannot happen after a successful recbatch_decode, except
  * ERR_NOMEM for records with more than 8 headers). */

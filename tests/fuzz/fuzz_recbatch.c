@@ -5,6 +5,9 @@
  *  2. A batch it accepts iterates exactly record_count records without error, each offset
  *     within [base, base + lastOffsetDelta].
  *  3. Re-encoding the decoded records gives a batch that decodes to the same records.
+ *  4. recbatch_decode_index gives the same verdict as recbatch_decode, and iterating its entries
+ *     gives exactly the records (offsets, timestamps, keys, values, headers) the decoding
+ *     iterator gives.
  * The CRC would stop almost every mutation at the door, so each input is also decoded once more
  * with its first batch's CRC patched to match ("resealed"), to fuzz the record parser itself.
  */
@@ -70,14 +73,56 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     return 0;
 }
 
+static bool same_slice(struct slice a, struct slice b)
+{
+    return a.ptr == b.ptr && a.len == b.len;
+}
+
+/* Property 4 for the batch at b that recbatch_decode accepted (h). */
+static void check_indexed(const uint8_t *b, size_t avail, const struct recbatch_info *h)
+{
+    static struct recbatch_ent ents[MAX_RECS];
+    struct recbatch_info hi;
+    int rc = recbatch_decode_index(slice_of(b, avail), &hi, ents, MAX_RECS);
+    if ((size_t)h->record_count > MAX_RECS) {
+        ASSERT(rc == ERR_TOO_LARGE);
+        return;
+    }
+    ASSERT(rc == 0 && hi.batch_bytes == h->batch_bytes && hi.record_count == h->record_count);
+    struct recbatch_iter a, x;
+    recbatch_iter_init(&a, slice_of(b, h->batch_bytes), h);
+    recbatch_iter_init_index(&x, slice_of(b, h->batch_bytes), &hi, ents);
+    for (;;) {
+        struct plog_record ra, rx;
+        int ca = recbatch_iter_next(&a, &ra), cx = recbatch_iter_next(&x, &rx);
+        ASSERT(ca == cx);
+        if (ca != 1)
+            break;
+        ASSERT(ra.offset == rx.offset && ra.timestamp_ms == rx.timestamp_ms &&
+               ra.has_key == rx.has_key && same_slice(ra.key, rx.key) &&
+               same_slice(ra.value, rx.value) && ra.header_count == rx.header_count);
+        for (size_t k = 0; k < ra.header_count; k++)
+            ASSERT(same_slice(ra.headers[k].key, rx.headers[k].key) &&
+                   same_slice(ra.headers[k].value, rx.headers[k].value));
+    }
+    recbatch_iter_finish(&a);
+    recbatch_iter_finish(&x);
+}
+
 static void decode_run(const uint8_t *data, size_t size)
 {
     static struct plog_record recs[MAX_RECS];
+    static struct recbatch_ent ents[MAX_RECS];
     size_t pos = 0;
     while (pos < size) {
-        struct recbatch_info h;
-        if (recbatch_decode(slice_of(data + pos, size - pos), &h) != 0)
+        struct recbatch_info h, hi;
+        int drc = recbatch_decode(slice_of(data + pos, size - pos), &h);
+        int irc = recbatch_decode_index(slice_of(data + pos, size - pos), &hi, ents, MAX_RECS);
+        ASSERT(irc == drc || (drc == 0 && irc == ERR_TOO_LARGE) ||
+               (irc == ERR_TOO_LARGE && (drc == ERR_CORRUPT || drc == ERR_EOF)));
+        if (drc != 0)
             break;
+        check_indexed(data + pos, size - pos, &h);
         ASSERT(h.batch_bytes <= size - pos && h.batch_bytes >= RECBATCH_HEADER_BYTES);
         /* Iterate; headers are not re-encoded (their storage is per record), so drop them. */
         struct recbatch_iter it;

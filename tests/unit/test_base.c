@@ -33,6 +33,29 @@ TEST(crc32c_hw_matches_sw)
         CHECK(crc32c(0, buf, n) == crc32c_sw(0, buf, n));
 }
 
+/* The hardware path joins three chains for buffers of 3 x 256 and 3 x 8192 bytes and more:
+ * lengths around those thresholds, at odd alignments, with a running CRC. */
+TEST(crc32c_hw_3way_matches_sw)
+{
+    enum { CAP = 3 * 8192 * 2 + 3 * 256 + 64 };
+    uint8_t *buf = malloc(CAP);
+    REQUIRE(buf);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < CAP; i++) {
+        x = x * 1103515245u + 12345u;
+        buf[i] = (uint8_t)(x >> 16);
+    }
+    static const size_t lens[] = {767, 768, 769, 775, 1000, 3 * 256 * 2 + 5, 24575, 24576,
+                                  24577, 24576 + 768, 24576 + 771, 49152, 49152 + 768 + 13,
+                                  CAP - 8};
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++)
+        for (size_t off = 0; off < 8; off += 3) {
+            CHECK(crc32c(0, buf + off, lens[k]) == crc32c_sw(0, buf + off, lens[k]));
+            CHECK(crc32c(0x1234567u, buf + off, lens[k]) == crc32c_sw(0x1234567u, buf + off, lens[k]));
+        }
+    free(buf);
+}
+
 TEST(b64_roundtrip_all_lengths)
 {
     uint8_t src[300];

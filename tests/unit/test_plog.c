@@ -4,6 +4,7 @@
 
 #include "base/assert.h"
 #include "base/buf.h"
+#include "base/crc32c.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "broker/plog.h"
@@ -600,6 +601,47 @@ TEST(plog_corrupt_batch_never_served)
     c = (struct collect){.expect = 30};
     CHECK(plog_read(p, 30, 10, SIZE_MAX, collect_fn, &c, &res) == 0);
     CHECK(c.n == 10 && c.bad == 0);
+    plog_close(p);
+    tdir_remove(&t);
+}
+
+/* A batch of more records than plog_read keeps on its stack is validated and indexed in one walk
+ * (recbatch_decode_index): a record damaged near its end -- structurally, with the CRC resealed
+ * so only the walk can see it -- still fails the read before any record of it is served. */
+TEST(plog_big_batch_bad_record_never_served)
+{
+    struct tdir t;
+    tdir_make(&t);
+    quiet();
+    struct plog *p;
+    REQUIRE(plog_open(io_posix_fs(), t.dir, NULL, &p) == 0);
+    REQUIRE(append_range(p, 0, 300) == 0);
+    REQUIRE(append_range(p, 300, 300) == 0);
+    plog_publish(p, 600);
+    CHECK(read_all_ok(p, 0));
+    CHECK(read_all_ok(p, 450));
+    char log[256];
+    seg_file(&t, 0, "log", log, sizeof log);
+    size_t len;
+    uint8_t *b = slurp(log, &len);
+    struct recbatch_info h;
+    REQUIRE(recbatch_peek(b, len, &h) == 0 && h.record_count == 300);
+    size_t second = h.batch_bytes;
+    /* The last record (offset 299, no headers) ends with its header count 0: make it 1, a
+     * header that is not there. */
+    REQUIRE(b[h.batch_bytes - 1] == 0);
+    b[h.batch_bytes - 1] = 2; /* zigzag 1 */
+    put_be32(b + 17, crc32c(0, b + RECBATCH_CRC_START, h.batch_bytes - RECBATCH_CRC_START));
+    spit(log, b, len);
+    free(b);
+    struct collect c = {.expect = 0};
+    struct plog_read_result res;
+    CHECK(plog_read(p, 0, 1000, SIZE_MAX, collect_fn, &c, &res) == ERR_CORRUPT);
+    CHECK(c.n == 0 && res.count == 0);
+    c = (struct collect){.expect = 150};
+    CHECK(plog_read(p, 150, 1000, SIZE_MAX, collect_fn, &c, &res) == ERR_CORRUPT);
+    CHECK(c.n == 0);
+    CHECK(second > 0 && read_all_ok(p, 300)); /* the next batch is intact */
     plog_close(p);
     tdir_remove(&t);
 }

@@ -12,32 +12,43 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Decode the batch in b and compare every record with want[0..n). */
+/* Decode the batch in b and compare every record with want[0..n): through recbatch_decode and
+ * the decoding iterator, and through recbatch_decode_index and its entries. */
 static bool same_records(const uint8_t *b, size_t len, int64_t base, const struct plog_record *want,
                          size_t n)
 {
-    struct recbatch_info h;
-    if (recbatch_decode(slice_of(b, len), &h) != 0 || h.base_offset != base ||
-        (size_t)h.record_count != n || h.batch_bytes != len)
-        return false;
-    struct recbatch_iter it;
-    struct plog_record r;
-    recbatch_iter_init(&it, slice_of(b, len), &h);
-    bool ok = true;
-    size_t i = 0;
-    int rc;
-    while (ok && (rc = recbatch_iter_next(&it, &r)) == 1) {
-        const struct plog_record *w = &want[i];
-        ok = r.offset == (uint64_t)base + i && r.timestamp_ms == w->timestamp_ms &&
-             r.has_key == w->has_key && (!w->has_key || slice_eq(r.key, w->key)) &&
-             slice_eq(r.value, w->value) && r.header_count == w->header_count;
-        for (size_t k = 0; ok && k < r.header_count; k++)
-            ok = slice_eq(r.headers[k].key, w->headers[k].key) &&
-                 slice_eq(r.headers[k].value, w->headers[k].value);
-        i++;
+    struct recbatch_ent ents[64];
+    for (int indexed = 0; indexed < 2; indexed++) {
+        struct recbatch_info h;
+        int drc = indexed ? recbatch_decode_index(slice_of(b, len), &h, ents, 64)
+                          : recbatch_decode(slice_of(b, len), &h);
+        if (drc != 0 || h.base_offset != base || (size_t)h.record_count != n ||
+            h.batch_bytes != len)
+            return false;
+        struct recbatch_iter it;
+        struct plog_record r;
+        if (indexed)
+            recbatch_iter_init_index(&it, slice_of(b, len), &h, ents);
+        else
+            recbatch_iter_init(&it, slice_of(b, len), &h);
+        bool ok = true;
+        size_t i = 0;
+        int rc;
+        while (ok && (rc = recbatch_iter_next(&it, &r)) == 1) {
+            const struct plog_record *w = &want[i];
+            ok = r.offset == (uint64_t)base + i && r.timestamp_ms == w->timestamp_ms &&
+                 r.has_key == w->has_key && (!w->has_key || slice_eq(r.key, w->key)) &&
+                 slice_eq(r.value, w->value) && r.header_count == w->header_count;
+            for (size_t k = 0; ok && k < r.header_count; k++)
+                ok = slice_eq(r.headers[k].key, w->headers[k].key) &&
+                     slice_eq(r.headers[k].value, w->headers[k].value);
+            i++;
+        }
+        recbatch_iter_finish(&it);
+        if (!(ok && i == n && rc == 0))
+            return false;
     }
-    recbatch_iter_finish(&it);
-    return ok && i == n && rc == 0;
+    return true;
 }
 
 TEST(recbatch_exact_bytes)
@@ -160,6 +171,8 @@ TEST(recbatch_every_flip_detected)
         for (int bit = 0; bit < 8; bit++) {
             b.data[i] ^= (uint8_t)(1u << bit);
             int rc = recbatch_decode(slice_of(b.data, b.len), &h);
+            struct recbatch_ent ents[8];
+            CHECK(recbatch_decode_index(slice_of(b.data, b.len), &h, ents, 8) == rc);
             /* baseOffset and partitionLeaderEpoch are outside the CRC by design (Kafka). */
             bool covered = !(i < 8 || (i >= 12 && i < 16));
             if (covered)
@@ -195,7 +208,10 @@ static int decode_resealed(uint8_t *p, size_t n)
 {
     put_be32(p + 17, crc32c(0, p + RECBATCH_CRC_START, n - RECBATCH_CRC_START));
     struct recbatch_info h;
-    return recbatch_decode(slice_of(p, n), &h);
+    struct recbatch_ent ents[64];
+    int rc = recbatch_decode(slice_of(p, n), &h);
+    ASSERT(recbatch_decode_index(slice_of(p, n), &h, ents, 64) == rc); /* the same verdict */
+    return rc;
 }
 
 TEST(recbatch_structure_checked_beyond_crc)
@@ -249,10 +265,25 @@ TEST(recbatch_iter_nomem_many_headers)
     sbuf_init(&b, 0);
     REQUIRE(recbatch_encode(&b, 0, &r, 1, NULL) == 0);
     struct recbatch_info h;
+    struct recbatch_ent ents[1];
+    /* Validation allocates nothing; iterating a record with more than 8 headers does. */
     alloc_fail_after(1);
-    int rc = recbatch_decode(slice_of(b.data, b.len), &h);
-    alloc_fail_after(0);
-    CHECK(rc == ERR_NOMEM);
     CHECK(recbatch_decode(slice_of(b.data, b.len), &h) == 0);
+    CHECK(recbatch_decode_index(slice_of(b.data, b.len), &h, ents, 1) == 0);
+    alloc_fail_after(0);
+    for (int indexed = 0; indexed < 2; indexed++) {
+        struct recbatch_iter it;
+        struct plog_record rec;
+        if (indexed)
+            recbatch_iter_init_index(&it, slice_of(b.data, b.len), &h, ents);
+        else
+            recbatch_iter_init(&it, slice_of(b.data, b.len), &h);
+        alloc_fail_after(1);
+        CHECK(recbatch_iter_next(&it, &rec) == ERR_NOMEM);
+        alloc_fail_after(0);
+        recbatch_iter_finish(&it);
+    }
+    /* Too many records for the entries: refused before the CRC. */
+    CHECK(recbatch_decode_index(slice_of(b.data, b.len), &h, ents, 0) == ERR_TOO_LARGE);
     sbuf_free(&b);
 }

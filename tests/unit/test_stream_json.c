@@ -185,6 +185,19 @@ TEST(json_extract_doubles_match_strtod)
         CHECK(extract(rec, &x, p) == 0 && x.out[0].type == SV_DOUBLE &&
               memcmp(&x.out[0].d, &want, sizeof want) == 0);
     }
+    /* Integers: up to 18 digits are converted while scanned, longer ones by number_value. */
+    const char *ints[] = {"0", "-0", "7", "-7", "999999999999999999", "-999999999999999999",
+                          "1000000000000000000", "9223372036854775807", "-9223372036854775808"};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        char rec[96];
+        snprintf(rec, sizeof rec, "{\"a\":%s}", ints[i]);
+        struct ex x;
+        CHECK(extract(rec, &x, p) == 0 && x.out[0].type == SV_INT &&
+              x.out[0].i == strtoll(ints[i], NULL, 10));
+    }
+    struct ex x;
+    CHECK(extract("{\"a\":9223372036854775808}", &x, p) == 0 && x.out[0].type == SV_DOUBLE &&
+          x.out[0].d == 9223372036854775808.0);
 }
 
 TEST(json_extract_duplicates_last_wins)

@@ -345,6 +345,72 @@ static int scan_number(struct jscan *s, const uint8_t **a, bool *is_int)
     return 0;
 }
 
+/* s->p at '-' or a digit and a path wants the number: its grammar is checked and its value
+ * computed in the same pass for the common forms -- an integer of at most 18 digits, a decimal
+ * fraction that fast_double would take -- with the same results number_value gives; anything
+ * else (an exponent, more digits) is converted by number_value from the scanned text. */
+static int scan_number_value(struct jscan *s, struct sval *v)
+{
+    const uint8_t *a = s->p, *p = a, *end = s->end;
+    bool neg = p < end && *p == '-';
+    p += neg;
+    if (p >= end)
+        return fail(s, "bad number");
+    uint64_t m = 0; /* wraps past 19 digits: then unused */
+    int digits = 0, e10 = 0;
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        do {
+            m = m * 10 + (uint64_t)(*p - '0');
+            digits++;
+            p++;
+        } while (p < end && *p >= '0' && *p <= '9');
+    } else {
+        return fail(s, "bad number");
+    }
+    bool is_int = true, exp = false;
+    if (p < end && *p == '.') {
+        is_int = false;
+        p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return fail(s, "bad number");
+        do {
+            digits += m != 0 || *p != '0'; /* leading zeros are not significant */
+            m = m * 10 + (uint64_t)(*p - '0');
+            e10--;
+            p++;
+        } while (p < end && *p >= '0' && *p <= '9');
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        is_int = false;
+        exp = true;
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return fail(s, "bad number");
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    s->p = p;
+    if (!exp) {
+        if (is_int && digits <= 18) {
+            v->type = SV_INT;
+            v->i = neg ? -(int64_t)m : (int64_t)m;
+            return 0;
+        }
+        if (JSON_FAST_DOUBLE && !is_int && digits <= 19 &&
+            (m == 0 || (m <= (1ull << 53) && e10 >= -22))) {
+            double d = m == 0 ? 0.0 : (double)m / pow10_exact[-e10];
+            v->type = SV_DOUBLE;
+            v->d = neg ? -d : d;
+            return 0;
+        }
+    }
+    return number_value(s, a, p, is_int, v);
+}
+
 static inline void set_targets(struct jscan *s, uint64_t targets, const struct sval *v)
 {
     while (targets) {
@@ -356,12 +422,22 @@ static inline void set_targets(struct jscan *s, uint64_t targets, const struct s
 
 static int scan_value(struct jscan *s, uint64_t active, uint32_t d);
 
-static bool key_matches(const struct spath_seg *seg, const uint8_t *k, size_t klen, bool kesc)
+/* Member names are short: compare them inline rather than through a memcmp call. */
+static inline bool name_eq(const uint8_t *k, const char *name, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (k[i] != (uint8_t)name[i])
+            return false;
+    return true;
+}
+
+static inline bool key_matches(const struct spath_seg *seg, const uint8_t *k, size_t klen,
+                               bool kesc)
 {
     if (!seg->name)
         return false;
     if (!kesc)
-        return klen == seg->len && memcmp(k, seg->name, klen) == 0;
+        return klen == seg->len && name_eq(k, seg->name, klen);
     struct sval a = {.type = SV_STR, .escaped = true, .len = (uint32_t)klen, .p = (const char *)k};
     struct sval b = {.type = SV_STR, .len = seg->len, .p = seg->name};
     return sval_eq(&a, &b);
@@ -386,10 +462,56 @@ static uint64_t narrow(struct jscan *s, uint64_t inner, uint32_t d, const uint8_
     return next;
 }
 
+/* A string at s->p (the opening quote): the common case -- printable ASCII, no escapes -- is
+ * scanned inline; anything else goes through scan_string, which validates it. */
+static inline int scan_plain_string(struct jscan *s, const uint8_t **start, size_t *len,
+                                    bool *escaped)
+{
+    const uint8_t *p = s->p + 1, *q = p, *end = s->end;
+    while (q < end && str_class[*q] == 0)
+        q++;
+    if (q < end && *q == '"') {
+        *start = p;
+        *len = (size_t)(q - p);
+        *escaped = false;
+        s->p = q + 1;
+        return 0;
+    }
+    return scan_string(s, start, len, escaped);
+}
+
+static inline void skip_ws_fast(struct jscan *s)
+{
+    if (s->p < s->end && *s->p <= ' ')
+        skip_ws(s);
+}
+
+/* A value that no path needs: validated and skipped. Strings and numbers -- nearly every such
+ * value -- are done here without scan_value's dispatch; containers and literals go through it
+ * with an empty path set (pure validation). */
+static inline int skip_value(struct jscan *s, uint32_t d)
+{
+    if (s->p < s->end) {
+        uint8_t c = *s->p;
+        if (c == '"') {
+            const uint8_t *a;
+            size_t n;
+            bool esc;
+            return scan_plain_string(s, &a, &n, &esc);
+        }
+        if (c == '-' || (c >= '0' && c <= '9')) {
+            const uint8_t *a;
+            bool is_int;
+            return scan_number(s, &a, &is_int);
+        }
+    }
+    return scan_value(s, 0, d);
+}
+
 static int scan_object(struct jscan *s, uint64_t inner, uint32_t d)
 {
     s->p++; /* '{' */
-    skip_ws(s);
+    skip_ws_fast(s);
     if (s->p < s->end && *s->p == '}') {
         s->p++;
         return 0;
@@ -400,22 +522,22 @@ static int scan_object(struct jscan *s, uint64_t inner, uint32_t d)
         const uint8_t *k;
         size_t klen;
         bool kesc;
-        if (scan_string(s, &k, &klen, &kesc))
+        if (scan_plain_string(s, &k, &klen, &kesc))
             return -1;
-        skip_ws(s);
+        skip_ws_fast(s);
         if (s->p >= s->end || *s->p != ':')
             return fail(s, "expected ':'");
         s->p++;
-        skip_ws(s);
+        skip_ws_fast(s);
         uint64_t next = inner ? narrow(s, inner, d, k, klen, kesc, -1) : 0;
-        if (scan_value(s, next, d + 1))
+        if (next ? scan_value(s, next, d + 1) : skip_value(s, d + 1))
             return -1;
-        skip_ws(s);
+        skip_ws_fast(s);
         if (s->p >= s->end)
             return fail(s, "unterminated object");
         if (*s->p == ',') {
             s->p++;
-            skip_ws(s);
+            skip_ws_fast(s);
             continue;
         }
         if (*s->p == '}') {
@@ -436,7 +558,7 @@ static int scan_array(struct jscan *s, uint64_t inner, uint32_t d)
     }
     for (int64_t idx = 0;; idx++) {
         uint64_t next = inner ? narrow(s, inner, d, NULL, 0, false, idx) : 0;
-        if (scan_value(s, next, d + 1))
+        if (next ? scan_value(s, next, d + 1) : skip_value(s, d + 1))
             return -1;
         skip_ws(s);
         if (s->p >= s->end)
@@ -495,7 +617,7 @@ static int scan_value(struct jscan *s, uint64_t active, uint32_t d)
         const uint8_t *a;
         size_t n;
         bool esc;
-        if (scan_string(s, &a, &n, &esc))
+        if (scan_plain_string(s, &a, &n, &esc))
             return -1;
         if (targets) {
             if (n > UINT32_MAX)
@@ -526,16 +648,15 @@ static int scan_value(struct jscan *s, uint64_t active, uint32_t d)
         v.type = SV_NULL;
         break;
     default: {
-        const uint8_t *a;
-        bool is_int;
-        if (scan_number(s, &a, &is_int))
-            return -1;
         if (targets) {
-            if (number_value(s, a, s->p, is_int, &v))
+            if (scan_number_value(s, &v))
                 return -1;
             set_targets(s, targets, &v);
+            return 0;
         }
-        return 0;
+        const uint8_t *a;
+        bool is_int;
+        return scan_number(s, &a, &is_int);
     }
     }
     if (targets)
@@ -558,7 +679,14 @@ static int scan_doc(const uint8_t *p, size_t n, const struct spath *paths, size_
     s.err = NULL;
     s.rc = 0;
     s.depth = 0;
-    memset(s.len_mask, 0, sizeof s.len_mask);
+    /* len_mask[d] is read only at depths d where some path is still active, i.e. d <= the
+     * deepest path: only those entries are cleared (this runs for every record). */
+    uint32_t deepest = 0;
+    for (size_t i = 0; i < np; i++)
+        if (paths[i].nseg <= SPATH_SEGS_MAX && paths[i].nseg > deepest)
+            deepest = paths[i].nseg;
+    for (uint32_t d = 0; d <= deepest; d++)
+        s.len_mask[d] = 0;
     uint64_t all = 0;
     for (size_t i = 0; i < np; i++) {
         out[i].type = SV_MISSING;
