@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <stdio.h>
@@ -267,6 +268,14 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* Every partition segment keeps two files open and every connection one: take the whole
+     * hard limit for open files (the soft default is often 1024), as Redis and nginx do. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            LOG_W("main", "cannot raise the open-file limit: %s", strerror(errno));
+    }
     if (lock_data_dir(cc.data_dir) < 0) {
         auth_free(auth);
         return 1;
