@@ -79,6 +79,7 @@ struct api {
     int nroutes, nmetrics, metric_other;
     struct workq *stream_pool;          /* stream.c: queries and joins run here */
     _Atomic bool stream_stopping;       /* api_quiesce: jobs not yet started end with 503 */
+    _Atomic uint32_t follow_open;       /* stream_follow.c: continuous queries streaming now */
     struct http_server *_Atomic server; /* set after the workers started (api_set_server) */
     _Atomic uint64_t unauthorized, forbidden, rate_limited;
 };
