@@ -1961,7 +1961,9 @@ void squery_free(struct squery *q)
  *  F4. Idle: a partition the host reports at its log end for idle_timeout_ms with no record since
  *      leaves the minimum; it rejoins with its next record (which may then be late: counted). When
  *      every partition is idle, the host's clock stands in for the event time of records not yet
- *      written: watermark = now - allowed_lateness (exact when event time is the append time).
+ *      written: watermark = now - allowed_lateness (exact when event time is the append time),
+ *      but never past the end of the latest open window: the clock only closes windows that are
+ *      due, it does not make later records with older (e.g. replayed) event times late.
  */
 
 struct fpart {
@@ -2648,9 +2650,17 @@ static int follow_advance(struct squery *q)
         if (p->max_ms < min)
             min = p->max_ms;
     }
-    int64_t cand = active ? min : fo->now_ms;
-    if (cand > INT64_MIN / 2)
-        cand -= q->lateness_ms;
+    int64_t cand;
+    if (active) {
+        cand = min - q->lateness_ms;
+    } else {
+        if (fo->nwins == 0)
+            return 0; /* nothing is open: the clock has nothing to close */
+        int64_t last_end = fo->wins[fo->nwins - 1].wstart + q->size_ms;
+        cand = fo->now_ms - q->lateness_ms;
+        if (cand > last_end)
+            cand = last_end;
+    }
     if (!q->have_wm || cand > q->watermark) {
         q->watermark = cand;
         q->have_wm = true;

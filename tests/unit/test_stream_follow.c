@@ -352,9 +352,28 @@ TEST(follow_all_idle_uses_the_clock)
     fx_tick(&f, 20000);
     CHECK_EQ_INT(f.nev, 1);
     CHECK_EQ_INT(stat_of(&f, "state_bytes"), 0);
+    CHECK_EQ_INT(stat_of(&f, "watermark_ms"), 11000); /* the clock stops at the last window */
     /* a record stamped before the clock-driven watermark: late, counted */
     fx_feed(&f, 0, 10900, "{}");
     CHECK_EQ_INT(stat_of(&f, "late"), 1);
+    fx_feed(&f, 0, 11000, "{}");
+    CHECK_EQ_INT(stat_of(&f, "late"), 1);
+    fx_close(&f);
+
+    /* idle with nothing open: synthetic event times arriving later are not late */
+    REQUIRE(fx_open(&f, WQ("{\"size_ms\":10,\"time_field\":\"t\"}"), 1, NULL, NULL) == 0);
+    squery_caught_up(f.q, 0, 100);
+    fx_tick(&f, 100000);
+    fx_feed(&f, 0, 0, "{\"t\":1}");
+    CHECK_EQ_INT(stat_of(&f, "late"), 0);
+    squery_caught_up(f.q, 0, 100001);
+    fx_tick(&f, 200000); /* idle again: [0,10) is due by the clock */
+    char s2[64];
+    agg_summary(&f, s2, sizeof s2);
+    CHECK(strcmp(s2, "0:1") == 0);
+    CHECK_EQ_INT(stat_of(&f, "watermark_ms"), 10);
+    fx_feed(&f, 0, 0, "{\"t\":15}");
+    CHECK_EQ_INT(stat_of(&f, "late"), 0);
     fx_close(&f);
 
     /* idle_timeout_ms 0: never idle, the window waits for data */
