@@ -833,16 +833,20 @@ static void h_query(struct rctx *x, const struct route_match *m)
         }
     }
     if (rc) {
-        stream_respond_serr(x, rc, &s->e);
+        /* s lives in the request arena, which answering may free: free it first */
+        struct serr e = s->e;
         sjob_free(s);
+        stream_respond_serr(x, rc, &e);
         return;
     }
     if (squery_follow(s->q)) { /* a continuous query streams on this worker (stream_follow.c) */
         struct squery *q = s->q;
+        struct sdecode dec = s->dec;
+        struct ssource src = s->src; /* parts stay in the request arena until it is answered */
         s->q = NULL;
-        stream_follow_start(x, q, &s->dec, &s->src);
         memset(&s->dec, 0, sizeof s->dec);
         sjob_free(s);
+        stream_follow_start(x, q, &dec, &src);
         return;
     }
     submit_job(x, s);
@@ -1420,8 +1424,10 @@ static void h_join(struct rctx *x, const struct route_match *m)
     s->commits = commits;
     int rc = join_parse(x, s, j, &s->e);
     if (rc) {
-        stream_respond_serr(x, rc, &s->e);
+        /* s lives in the request arena, which answering may free: free it first */
+        struct serr e = s->e;
         sjob_free(s);
+        stream_respond_serr(x, rc, &e);
         return;
     }
     submit_job(x, s);

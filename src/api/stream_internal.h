@@ -58,7 +58,8 @@ int ssource_resolve(struct rctx *x, const struct squery_source *q, const char *p
 /* Answer err with the seed's error shape plus "path" (e->path) and e->msg. */
 void stream_respond_serr(struct rctx *x, int err, const struct serr *e);
 
-/* stream_follow.c: POST /broker/query with "follow": true. Takes over q and dec (frees them). */
+/* stream_follow.c: POST /broker/query with "follow": true. Takes over q and *dec (frees them);
+ * src->parts is read before anything is answered. After it returns x may be gone (answered). */
 void stream_follow_start(struct rctx *x, struct squery *q, struct sdecode *dec, struct ssource *src);
 
 #endif
