@@ -58,6 +58,9 @@ static void usage(FILE *f)
             "  --stream-max-groups N    query: (window, group) pairs per call (100000)\n"
             "  --stream-max-memory-bytes N  query memory / join state bytes per call (268435456)\n"
             "  --stream-max-response-bytes N  query answer / join rows bytes (33554432 / 8388608)\n"
+            "  --stream-follow-max N    continuous queries open at once before 503 (64)\n"
+            "  --stream-follow-buffer-bytes N  output queued per follow query (1048576)\n"
+            "  --stream-follow-stall-ms N  cut a follow reader that takes nothing this long (30000)\n"
             "environment:\n"
             "  RF_BEARER_TOKENS         tokens, 'tok[@scope+scope],...' (dev)\n"
             "  RF_AUTO_CREATE_TOPICS    1|0: produce creates unknown topics (1)\n"
@@ -181,6 +184,9 @@ int main(int argc, char **argv)
         NUM("--stream-max-groups", 1, 1ull << 24, stream.stream_max_groups)
         NUM("--stream-max-memory-bytes", 1u << 20, 1ull << 40, stream.stream_max_memory_bytes)
         NUM("--stream-max-response-bytes", 1u << 16, 1ull << 32, stream.stream_max_response_bytes)
+        NUM("--stream-follow-max", 1, 100000, stream.stream_follow_max)
+        NUM("--stream-follow-buffer-bytes", 1u << 12, 1ull << 32, stream.stream_follow_buffer_bytes)
+        NUM("--stream-follow-stall-ms", 100, 86400000, stream.stream_follow_stall_ms)
         if (strcmp(a, "--segment-bytes") == 0) {
             if (parse_u64(a, v, 1 << 16, 1ull << 30, &n))
                 return 2;

@@ -26,6 +26,10 @@ struct api_config {
     uint64_t stream_max_groups;          /* query: (window, group) pairs */
     uint64_t stream_max_memory_bytes;    /* query memory; join state bytes */
     uint64_t stream_max_response_bytes;  /* query answer; join rows */
+    /* Continuous queries ("follow": true; docs/HTTP_API.md). 0 = the default. */
+    uint32_t stream_follow_max;          /* open at once, default 64 (then 503) */
+    uint64_t stream_follow_buffer_bytes; /* output queued per subscriber before reading pauses, 1 MiB */
+    uint64_t stream_follow_stall_ms;     /* a reader that takes nothing this long is cut, 30000 */
 };
 
 int api_new(const struct api_config *cfg, struct api **out);

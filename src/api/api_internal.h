@@ -85,6 +85,7 @@ struct api {
     struct workq *stream_pool;          /* stream.c: queries and joins run here */
     _Atomic bool stream_stopping;       /* api_quiesce: jobs not yet started end with 503 */
     struct workq *metrics_pool;         /* ops.c: /metrics renders here, off the HTTP workers */
+    _Atomic uint32_t follow_open;       /* stream_follow.c: continuous queries streaming now */
     struct http_server *_Atomic server; /* set after the workers started (api_set_server) */
     _Atomic uint64_t unauthorized, forbidden, rate_limited;
     /* ops.c: /metrics group lag in seconds (one record read per changed committed offset,

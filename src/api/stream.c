@@ -29,6 +29,7 @@
  *     worker after the answer.
  */
 #include "api/api_internal.h"
+#include "api/stream_internal.h"
 
 #include "base/alloc.h"
 #include "base/clock.h"
@@ -53,7 +54,7 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Errors with a path                                                                          */
 
-static void respond_serr(struct rctx *x, int err, const struct serr *e)
+void stream_respond_serr(struct rctx *x, int err, const struct serr *e)
 {
     struct sbuf b;
     sbuf_init(&b, 0);
@@ -76,14 +77,9 @@ static void respond_serr(struct rctx *x, int err, const struct serr *e)
 /* ------------------------------------------------------------------------------------------ */
 /* Decoders: a source's "decode" object                                                        */
 
-struct sdecode {
-    struct sfmt *fmt;
-    struct avro_schema *avro_own[2];
-    struct proto_schema *proto_own;
-    struct schema_ref *ref[2];
-};
 
-static void sdecode_close(struct sdecode *d)
+
+void sdecode_close(struct sdecode *d)
 {
     sfmt_free(d->fmt);
     for (int i = 0; i < 2; i++) {
@@ -201,8 +197,8 @@ static int decode_schema(struct api *a, json_t *dec, const char *prefix, const c
 }
 
 /* Build d->fmt from a source's "decode" object (NULL: JSON text). path: "/source/decode". */
-static int sdecode_open(struct api *a, json_t *dec, const char *path, struct sdecode *d,
-                        struct serr *e)
+int sdecode_open(struct api *a, json_t *dec, const char *path, struct sdecode *d,
+                 struct serr *e)
 {
     memset(d, 0, sizeof *d);
     if (!dec || json_is_null(dec))
@@ -326,33 +322,13 @@ static int sdecode_open(struct api *a, json_t *dec, const char *path, struct sde
 /* ------------------------------------------------------------------------------------------ */
 /* Sources: what one side of a query or join reads                                              */
 
-struct spart {
-    uint32_t partition;
-    uint64_t start;  /* first offset this call reads */
-    uint64_t next;   /* after the last record consumed */
-    uint64_t hw;     /* high watermark at the last read */
-    bool done;       /* reached the log end, end_offset, or to_ms */
-    bool eol;        /* done because the log ended (not a bound of the request) */
-    bool adjusted;   /* start was below the retention floor */
-    uint64_t read;   /* records consumed */
-};
 
-struct ssource {
-    char topic[SQUERY_NAME_MAX + 1];
-    char group[SQUERY_NAME_MAX + 1];
-    uint32_t nparts;
-    struct spart *parts;
-    uint64_t limit;      /* records in total */
-    uint64_t end_offset; /* UINT64_MAX = none */
-    bool has_from, has_to;
-    int64_t from_ms, to_ms;
-    uint64_t consumed;
-    bool commit;
-};
+
+
 
 /* Resolve partitions and start offsets on the worker. path: "/source" or "/left". */
-static int ssource_resolve(struct rctx *x, const struct squery_source *q, const char *path,
-                           struct ssource *s, struct serr *e)
+int ssource_resolve(struct rctx *x, const struct squery_source *q, const char *path,
+                    struct ssource *s, struct serr *e)
 {
     struct api *a = x->api;
     struct arena *ar = http_req_arena(x->req);
@@ -719,7 +695,7 @@ static void stream_answer(struct rctx *x)
     struct sjob *s = x->area;
     if (!http_req_responded(x->req)) {
         if (s->err) {
-            respond_serr(x, s->err, &s->e);
+            stream_respond_serr(x, s->err, &s->e);
         } else if (s->commit_err) {
             char msg[200];
             snprintf(msg, sizeof msg,
@@ -857,8 +833,20 @@ static void h_query(struct rctx *x, const struct route_match *m)
         }
     }
     if (rc) {
-        respond_serr(x, rc, &s->e);
+        /* s lives in the request arena, which answering may free: free it first */
+        struct serr e = s->e;
         sjob_free(s);
+        stream_respond_serr(x, rc, &e);
+        return;
+    }
+    if (squery_follow(s->q)) { /* a continuous query streams on this worker (stream_follow.c) */
+        struct squery *q = s->q;
+        struct sdecode dec = s->dec;
+        struct ssource src = s->src; /* parts stay in the request arena until it is answered */
+        s->q = NULL;
+        memset(&s->dec, 0, sizeof s->dec);
+        sjob_free(s);
+        stream_follow_start(x, q, &dec, &src);
         return;
     }
     submit_job(x, s);
@@ -1436,8 +1424,10 @@ static void h_join(struct rctx *x, const struct route_match *m)
     s->commits = commits;
     int rc = join_parse(x, s, j, &s->e);
     if (rc) {
-        respond_serr(x, rc, &s->e);
+        /* s lives in the request arena, which answering may free: free it first */
+        struct serr e = s->e;
         sjob_free(s);
+        stream_respond_serr(x, rc, &e);
         return;
     }
     submit_job(x, s);

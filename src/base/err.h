@@ -53,8 +53,9 @@
     X(ERR_VERSION_NOT_FOUND, "version_not_found", 404, "Version not found")                       \
     X(ERR_VERSION_INVALID, "invalid_version",     422, "Invalid version")                         \
     X(ERR_UNPROCESSABLE,  "invalid_query",        422, "The query or schema is not valid")        \
-    X(ERR_QUERY_LIMIT,    "query_limit",          413, "A per-call query limit was exceeded")      \
-    X(ERR_STALE_TOKEN,    "stale_token",          409, "The feed token is stale: restart from discovery")
+    X(ERR_QUERY_LIMIT,    "query_limit",          413, "A per-call query limit was exceeded")     \
+    X(ERR_STALE_TOKEN,    "stale_token",          409, "The feed token is stale: restart from discovery") \
+    X(ERR_CLOSED,         "closed",               503, "The stream or its connection is closed")
 
 #define ERR_OK 0
 

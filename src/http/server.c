@@ -33,6 +33,20 @@
  *     wait in the socket, bounded by TCP, not in our buffers. Requests start in the order sent,
  *     so a read (anything not a write) starts after every earlier request finished and sees its
  *     effect, and a run of writes stays in flight together (the handler orders them).
+ *  7. Streaming responses (server.h): a streaming request stays unfinished (and at the head of
+ *     the FIFO once earlier responses are out) from http_stream_begin to http_stream_end, so
+ *     rules 1 and 6 hold unchanged: its bytes go to c->out only while it is the FIFO head (else
+ *     they are held in r->resp and moved by flush_ready), and nothing after it starts before it
+ *     ends. c->stream is the connection's open stream (at most one: it blocks later starts).
+ *     An ended stream sits on c->ended until c->out and the in-flight write are empty; then its
+ *     close function is posted. The stream holds one reference of its own from begin until its
+ *     close function has run, so the request outlives both its answer and its connection.
+ *     Owner callbacks (close, drain) are always posted, never run inside a server call, so an
+ *     owner may call any server function from anywhere without meeting itself re-entered.
+ *
+ *   stream states:  NONE --begin--> OPEN --end--> ENDED --(flushed | conn closed)--> OVER
+ *                                     \------------------(conn closed)-----------------^
+ *                   OVER is entered in stream_closed_cb, which runs the owner's close function.
  */
 #include "http/server.h"
 
@@ -92,7 +106,19 @@ struct http_req {
     uv_timer_t timer;
     http_req_fn timer_fn;
     void *timer_arg;
+    /* streaming (rule 7) */
+    uint8_t stream_state;     /* enum stream_state */
+    bool stream_chunked;      /* HTTP/1.1: chunked; else close-delimited */
+    bool stream_notified;     /* close function posted */
+    bool stream_aborted;      /* the connection closed before the stream was written out */
+    bool drain_posted;
+    size_t drain_low;
+    http_req_fn drain_fn, close_fn;
+    void *drain_arg, *close_arg;
+    struct http_req *ended_next; /* conn's list of ended streams waiting for their bytes out */
 };
+
+enum stream_state { STREAM_NONE, STREAM_OPEN, STREAM_ENDED, STREAM_OVER };
 
 enum conn_state { CONN_HEAD, CONN_BODY_CL, CONN_BODY_CHUNKED, CONN_CLOSING };
 
@@ -118,6 +144,8 @@ struct conn {
     uint64_t deadline_ns;       /* header/body/idle deadline, 0 = none */
     bool deadline_is_idle;
     int live_reqs;              /* requests not yet freed that point at this conn */
+    struct http_req *stream;    /* the open streaming response, if any (rule 7) */
+    struct http_req *ended;     /* ended streams whose bytes are not all written yet */
 };
 
 struct worker {
@@ -158,6 +186,8 @@ static void conn_close(struct conn *c);
 static void req_release(struct http_req *r);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void stream_notify(struct http_req *r, bool aborted);
+static void stream_check_drain(struct conn *c);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Status lines and dates                                                                      */
@@ -244,6 +274,12 @@ static struct http_req *req_new(struct conn *c)
     r->finished = false;
     r->holds = 0;
     r->timer_fn = NULL;
+    r->stream_state = STREAM_NONE;
+    r->stream_chunked = r->stream_notified = r->stream_aborted = r->drain_posted = false;
+    r->drain_low = 0;
+    r->drain_fn = r->close_fn = NULL;
+    r->drain_arg = r->close_arg = NULL;
+    r->ended_next = NULL;
     c->live_reqs++;
     return r;
 }
@@ -445,8 +481,16 @@ void http_req_unhold(struct http_req *r)
 /* Move answered requests from the head of the FIFO to the output buffer, in order. */
 static void flush_ready(struct conn *c)
 {
-    while (c->fifo_head && c->fifo_head->responded) {
+    while (c->fifo_head) {
         struct http_req *r = c->fifo_head;
+        if (!r->responded) {
+            /* an open stream that became the head: what it wrote meanwhile goes out now */
+            if (r->stream_state == STREAM_OPEN && r->resp.len) {
+                sbuf_append(&c->out, r->resp.data, r->resp.len);
+                sbuf_reset(&r->resp);
+            }
+            break;
+        }
         c->fifo_head = r->next;
         if (!c->fifo_head)
             c->fifo_tail = NULL;
@@ -459,6 +503,11 @@ static void flush_ready(struct conn *c)
             c->close_when_flushed = true;
             c->state = CONN_CLOSING;
         }
+        if (r->stream_state == STREAM_ENDED) {
+            /* its close function runs once these bytes are written (conn_write) */
+            r->ended_next = c->ended;
+            c->ended = r;
+        }
         req_release(r);
         if (c->close_when_flushed)
             break;
@@ -469,6 +518,7 @@ void http_respond(struct http_req *r, int status, const char *ctype, const char 
                   const void *body, size_t len)
 {
     ASSERT(!r->responded);
+    ASSERT(r->stream_state == STREAM_NONE); /* a stream is answered by http_stream_end */
     r->responded = true;
     http_req_timer_stop(r);
     struct conn *c = r->conn;
@@ -504,6 +554,197 @@ static void respond_error(struct http_req *r, int err, const char *extra)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Streaming responses (rule 7)                                                                */
+
+static size_t conn_pending(const struct conn *c) { return c->out.len + c->inflight_out.len; }
+
+size_t http_stream_pending(const struct http_req *r)
+{
+    const struct conn *c = r->conn;
+    if (!c || c->closed || r->stream_state != STREAM_OPEN)
+        return 0;
+    return conn_pending(c) + r->resp.len;
+}
+
+bool http_stream_open(const struct http_req *r)
+{
+    return r->stream_state == STREAM_OPEN || r->stream_state == STREAM_ENDED;
+}
+
+bool http_stream_aborted(const struct http_req *r) { return r->stream_aborted; }
+
+/* Posted: the stream is over. Runs the owner's close function, then drops the references the
+ * stream kept: its own, and the server's if it never ended (an aborted stream is answered by
+ * nobody else). */
+static void stream_closed_cb(struct http_req *r, void *arg)
+{
+    (void)arg;
+    bool never_ended = r->stream_state == STREAM_OPEN;
+    r->stream_state = STREAM_OVER;
+    r->drain_fn = NULL;
+    http_req_fn fn = r->close_fn;
+    r->close_fn = NULL;
+    if (fn)
+        fn(r, r->close_arg);
+    if (never_ended && !r->responded) {
+        ASSERT(r->conn == NULL); /* only a closed connection ends a stream nobody ended */
+        r->responded = true;
+        req_release(r); /* the server's reference (conn_close kept it for the answer) */
+    }
+    req_release(r); /* the stream's own */
+}
+
+static void stream_notify(struct http_req *r, bool aborted)
+{
+    if (r->stream_notified)
+        return;
+    r->stream_notified = true;
+    r->stream_aborted = aborted;
+    http_req_post(r, stream_closed_cb, NULL);
+}
+
+static void stream_drain_cb(struct http_req *r, void *arg)
+{
+    (void)arg;
+    r->drain_posted = false;
+    if (r->stream_state != STREAM_OPEN || !r->drain_fn)
+        return;
+    if (http_stream_pending(r) > r->drain_low) {
+        /* refilled meanwhile: stays armed, conn_write checks again as bytes leave */
+        return;
+    }
+    http_req_fn fn = r->drain_fn;
+    r->drain_fn = NULL;
+    fn(r, r->drain_arg);
+}
+
+static void stream_check_drain(struct conn *c)
+{
+    struct http_req *s = c->stream;
+    if (s && s->drain_fn && !s->drain_posted && http_stream_pending(s) <= s->drain_low) {
+        s->drain_posted = true;
+        http_req_post(s, stream_drain_cb, NULL);
+    }
+}
+
+int http_stream_begin(struct http_req *r, int status, const char *ctype, const char *extra)
+{
+    if (r->is_head || r->responded || r->stream_state != STREAM_NONE)
+        return ERR_INVALID;
+    r->stream_state = STREAM_OPEN;
+    http_req_ref(r); /* the stream's own reference, dropped in stream_closed_cb */
+    http_req_timer_stop(r);
+    struct conn *c = r->conn;
+    if (!c || c->closed) {
+        stream_notify(r, true);
+        return 0;
+    }
+    r->stream_chunked = r->head.version_minor >= 1;
+    if (!r->stream_chunked)
+        r->close_after = true; /* HTTP/1.0: the body ends when the connection does */
+    struct sbuf *out = c->fifo_head == r ? &c->out : &r->resp;
+    sbuf_append(out, "HTTP/1.1 ", 9);
+    sbuf_put_u64(out, (uint64_t)status);
+    sbuf_putc(out, ' ');
+    sbuf_puts(out, http_status_reason(status));
+    sbuf_append(out, "\r\nDate: ", 8);
+    sbuf_puts(out, worker_date(c->w));
+    if (ctype) {
+        sbuf_append(out, "\r\nContent-Type: ", 16);
+        sbuf_puts(out, ctype);
+    }
+    if (r->stream_chunked)
+        sbuf_puts(out, "\r\nTransfer-Encoding: chunked");
+    sbuf_append(out, "\r\nAccess-Control-Allow-Origin: *\r\n", 34);
+    if (r->close_after)
+        sbuf_append(out, "Connection: close\r\n", 19);
+    if (extra)
+        sbuf_puts(out, extra);
+    sbuf_append(out, "\r\n", 2);
+    c->stream = r;
+    if (!sbuf_ok(out)) {
+        conn_close(c);
+        return 0; /* the close function runs (aborted) */
+    }
+    if (!c->busy)
+        conn_write(c);
+    return 0;
+}
+
+int http_stream_write(struct http_req *r, const void *p, size_t n)
+{
+    struct conn *c = r->conn;
+    if (r->stream_state != STREAM_OPEN || !c || c->closed)
+        return ERR_CLOSED;
+    if (n == 0)
+        return 0; /* a zero-size chunk would end the body */
+    struct sbuf *out = c->fifo_head == r ? &c->out : &r->resp;
+    if (r->stream_chunked) {
+        char hdr[24];
+        int hl = snprintf(hdr, sizeof hdr, "%zx\r\n", n);
+        sbuf_append(out, hdr, (size_t)hl);
+        sbuf_append(out, p, n);
+        sbuf_append(out, "\r\n", 2);
+    } else {
+        sbuf_append(out, p, n);
+    }
+    if (!sbuf_ok(out)) {
+        conn_close(c); /* a torn chunk cannot be taken back: the stream is aborted */
+        return ERR_NOMEM;
+    }
+    if (!c->busy)
+        conn_write(c);
+    return 0;
+}
+
+void http_stream_on_drain(struct http_req *r, size_t low_water_bytes, http_req_fn fn, void *arg)
+{
+    if (r->stream_state != STREAM_OPEN)
+        return;
+    r->drain_fn = fn;
+    r->drain_arg = arg;
+    r->drain_low = low_water_bytes;
+    struct conn *c = r->conn;
+    if (fn && c && !c->closed && c->stream == r)
+        stream_check_drain(c);
+}
+
+void http_stream_on_close(struct http_req *r, http_req_fn fn, void *arg)
+{
+    r->close_fn = fn;
+    r->close_arg = arg;
+}
+
+int http_stream_end(struct http_req *r)
+{
+    struct conn *c = r->conn;
+    if (r->stream_state != STREAM_OPEN || !c || c->closed)
+        return ERR_CLOSED;
+    r->stream_state = STREAM_ENDED;
+    r->drain_fn = NULL;
+    if (c->stream == r)
+        c->stream = NULL;
+    if (r->stream_chunked) {
+        struct sbuf *out = c->fifo_head == r ? &c->out : &r->resp;
+        sbuf_append(out, "0\r\n\r\n", 5);
+    }
+    r->responded = true;
+    req_finish(r);
+    flush_ready(c); /* pops r (it joins c->ended) and lets what waited behind it go */
+    if (!c->busy)
+        conn_process(c); /* start what was parked behind the stream, then write */
+    return 0;
+}
+
+void http_stream_abort(struct http_req *r)
+{
+    struct conn *c = r->conn;
+    if (!http_stream_open(r) || !c || c->closed)
+        return;
+    conn_close(c);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Writing                                                                                     */
 
 static void on_write_done(uv_write_t *wr, int status)
@@ -524,8 +765,12 @@ static void on_write_done(uv_write_t *wr, int status)
 
 static void conn_write(struct conn *c)
 {
-    if (c->closed || c->writing)
+    if (c->closed)
         return;
+    if (c->writing) {
+        stream_check_drain(c);
+        return;
+    }
     if (c->out.len) {
         struct http_server *s = c->w->srv;
         uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
@@ -552,12 +797,21 @@ static void conn_write(struct conn *c)
                 return;
             }
             c->writing = true;
+            stream_check_drain(c);
             return;
         }
         sbuf_reset(&c->out);
         if (c->out.cap > (1u << 20))
             sbuf_free(&c->out);
     }
+    /* Everything queued is in the socket: ended streams are complete. */
+    while (c->ended) {
+        struct http_req *r = c->ended;
+        c->ended = r->ended_next;
+        r->ended_next = NULL;
+        stream_notify(r, false);
+    }
+    stream_check_drain(c);
     if (c->close_when_flushed)
         conn_close(c);
 }
@@ -599,10 +853,21 @@ static void conn_close(struct conn *c)
     }
     /* Orphan every request still queued: the server's reference on answered ones goes now; the
      * unanswered ones keep theirs until http_respond() discards the answer. */
+    /* Streams learn it now (posted): the open one, ended ones still in the FIFO or waiting for
+     * their bytes to be written. */
+    c->stream = NULL;
+    while (c->ended) {
+        struct http_req *e = c->ended;
+        c->ended = e->ended_next;
+        e->ended_next = NULL;
+        stream_notify(e, true);
+    }
     struct http_req *r = c->fifo_head;
     while (r) {
         struct http_req *next = r->next;
         bool answered = r->responded;
+        if (r->stream_state == STREAM_OPEN || r->stream_state == STREAM_ENDED)
+            stream_notify(r, true);
         r->next = NULL;
         c->live_reqs--;
         r->conn = NULL;
@@ -936,9 +1201,9 @@ static void on_connection(uv_stream_t *server, int status)
 /* ------------------------------------------------------------------------------------------ */
 /* Worker loop                                                                                 */
 
-static void on_async(uv_async_t *a)
+/* Run what other threads (and stream notifications) posted; true if anything ran. */
+static bool run_posts(struct worker *w, bool *stopping_out)
 {
-    struct worker *w = a->data;
     pthread_mutex_lock(&w->post_mu);
     size_t n = w->posts_len;
     if (w->posts_work_cap < n) {
@@ -956,6 +1221,16 @@ static void on_async(uv_async_t *a)
         struct post_item *p = &w->posts_work[i];
         p->fn(p->req, p->arg);
     }
+    if (stopping_out)
+        *stopping_out = stopping;
+    return n > 0;
+}
+
+static void on_async(uv_async_t *a)
+{
+    struct worker *w = a->data;
+    bool stopping = false;
+    run_posts(w, &stopping);
     if (stopping) {
         struct conn *c = w->conns;
         while (c) {
@@ -963,6 +1238,10 @@ static void on_async(uv_async_t *a)
             conn_close(c);
             c = next;
         }
+        /* closing connections posts stream close notifications: run them (and what they
+         * post) before the async handle goes */
+        while (run_posts(w, NULL))
+            ;
         if (!uv_is_closing((uv_handle_t *)&w->listener))
             uv_close((uv_handle_t *)&w->listener, NULL);
         if (!uv_is_closing((uv_handle_t *)&w->sweep))
@@ -1142,6 +1421,9 @@ void http_server_stop(struct http_server *s)
         /* The loop exits once the listener and connections are closed; the async and timer
          * handles keep it alive, so close them from the loop thread via uv_stop semantics. */
         pthread_join(w->thread, NULL);
+        /* anything posted after the loop's last turn (the thread is gone: run it here) */
+        while (run_posts(w, NULL))
+            ;
     }
     for (int i = 0; i < s->nworkers; i++) {
         struct worker *w = &s->workers[i];

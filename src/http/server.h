@@ -114,6 +114,70 @@ void http_req_post(struct http_req *r, http_req_fn fn, void *arg);
 void http_req_timer_start(struct http_req *r, uint64_t ms, http_req_fn fn, void *arg);
 void http_req_timer_stop(struct http_req *r);
 
+/* --- streaming responses (worker thread) -----------------------------------------------------
+ *
+ * A handler may answer with a stream instead of http_respond: the head goes out at once and the
+ * body follows piece by piece for as long as the handler likes (SSE, NDJSON, continuous queries).
+ *
+ *   http_stream_begin(r, 200, "text/event-stream", "Cache-Control: no-store\r\n");
+ *   http_stream_on_close(r, done, owner);        // learn promptly when it is over, either way
+ *   http_stream_write(r, p, n) ...               // one chunk each; never blocks
+ *   if (http_stream_pending(r) > high) http_stream_on_drain(r, low, more, owner);
+ *   http_stream_end(r);                          // then `done` runs once the bytes are written
+ *
+ * Framing: HTTP/1.1 -> "Transfer-Encoding: chunked" (each write is one chunk; end writes the
+ * last chunk, and the connection stays open for later requests). HTTP/1.0 -> no length, the
+ * body is delimited by closing the connection at the end ("Connection: close").
+ *
+ * Rules:
+ *  1. Order: a stream is this request's response, so it leaves the connection in request order
+ *     (output written before earlier responses are sent is held, like a response). A stream is
+ *     unfinished until http_stream_end: later pipelined requests on its connection are parsed
+ *     but wait (order of effect) until it ends. A stream is the last thing on its connection
+ *     for as long as it lasts.
+ *  2. Deadlines: the idle/keep-alive deadline never applies while a stream is open; the server
+ *     puts no limit on how long one lasts (the owner keeps its own deadlines, e.g. heartbeats
+ *     with http_req_timer_start, which stays usable while streaming).
+ *  3. Backpressure: writes never block and never fail for a slow client; they queue in the
+ *     connection's output. http_stream_pending() is what is queued and not yet handed to the
+ *     socket (the kernel's socket buffer comes on top); the OWNER bounds it (stop producing
+ *     above a high mark, resume from the drain callback).
+ *  4. Close notification: the function given to http_stream_on_close runs exactly once, on the
+ *     worker, never inline inside a server call: (a) after http_stream_end, once the stream's
+ *     last byte has been handed to the socket; or (b) as soon as the connection closes first
+ *     (client gone, write error, http_stream_abort, server stop): http_stream_aborted() is then
+ *     true. After it returns the stream is over: every http_stream_* call on r is a no-op (end
+ *     and write return ERR_CLOSED), and r lives on only while the owner holds references
+ *     (http_req_ref). A stream aborted before http_stream_end needs no http_stream_end.
+ *  5. HEAD: http_stream_begin returns ERR_INVALID and does nothing; answer with http_respond.
+ *  6. http_respond must not be called on a request whose stream has begun.
+ */
+/* Send the head (status, Content-Type ctype, extra_headers: NULL or complete lines) and open
+ * the body. 0, or ERR_INVALID (HEAD request, or already responded/streaming). On an orphaned
+ * request (client already gone) it returns 0, the close function still runs (aborted). */
+int http_stream_begin(struct http_req *r, int status, const char *ctype, const char *extra_headers);
+/* Append n bytes as one chunk (n == 0: nothing). 0, ERR_CLOSED when the stream is over or its
+ * connection closed (the close function will run / has run), ERR_NOMEM. */
+int http_stream_write(struct http_req *r, const void *p, size_t n);
+/* Bytes this connection has queued and not yet handed to the socket (0 when closed). */
+size_t http_stream_pending(const struct http_req *r);
+/* One-shot: run fn(r, arg) on the worker once pending <= low_water_bytes (if it already is,
+ * on the next loop iteration; never inline). Re-arm each time. Replaces an armed one; fn NULL
+ * disarms. Not called after the close function ran. */
+void http_stream_on_drain(struct http_req *r, size_t low_water_bytes, http_req_fn fn, void *arg);
+/* Set the close function (rule 4). Call it right after http_stream_begin. */
+void http_stream_on_close(struct http_req *r, http_req_fn fn, void *arg);
+/* Finish the body (last chunk / close for HTTP/1.0). The request is then finished (later
+ * pipelined requests start) and the close function runs once the bytes are written. */
+int http_stream_end(struct http_req *r);
+/* Close the connection now, dropping what is queued (a client that stopped reading). The close
+ * function runs (aborted). No-op when the stream is already over. */
+void http_stream_abort(struct http_req *r);
+/* True between http_stream_begin and the close function's return. */
+bool http_stream_open(const struct http_req *r);
+/* In the close function: true if the connection closed before the stream was fully written. */
+bool http_stream_aborted(const struct http_req *r);
+
 const char *http_status_reason(int status);
 
 #endif
