@@ -57,6 +57,10 @@ static void usage(FILE *f)
             "  --stream-max-groups N    query: (window, group) pairs per call (100000)\n"
             "  --stream-max-memory-bytes N  query memory / join state bytes per call (268435456)\n"
             "  --stream-max-response-bytes N  query answer / join rows bytes (33554432 / 8388608)\n"
+            "SSE/NDJSON subscriptions (docs/HTTP_API.md \"Subscribe\"):\n"
+            "  --subscribe-buffer-bytes N  output queued per subscriber before reading pauses (262144)\n"
+            "  --subscribe-max-streams N   open subscription streams before 503 (10000)\n"
+            "  --subscribe-stall-ms N      a subscriber stuck above its buffer this long is ended (30000)\n"
             "environment:\n"
             "  RF_BEARER_TOKENS         tokens, 'tok[@scope+scope],...' (dev)\n"
             "  RF_AUTO_CREATE_TOPICS    1|0: produce creates unknown topics (1)\n"
@@ -175,6 +179,9 @@ int main(int argc, char **argv)
         NUM("--min-free-bytes", 0, 1ull << 50, cc.min_free_bytes)
         NUM("--journal-preallocate", 0, 1, cc.journal.use_spare)
         NUM("--stream-threads", 1, 64, stream.stream_threads)
+        NUM("--subscribe-buffer-bytes", 4096, 1ull << 30, stream.sub_buffer_bytes)
+        NUM("--subscribe-max-streams", 1, 1000000, stream.sub_streams_max)
+        NUM("--subscribe-stall-ms", 100, 86400000, stream.sub_stall_ms)
         NUM("--stream-queue", 1, 100000, stream.stream_queue_max)
         NUM("--stream-max-records", 1, 1ull << 32, stream.stream_max_records)
         NUM("--stream-max-groups", 1, 1ull << 24, stream.stream_max_groups)

@@ -46,6 +46,7 @@ static const struct api_route *const areas[] = {
     api_kv_routes,
     api_schema_routes,
     api_stream_routes,
+    api_subscribe_routes,
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -694,6 +695,13 @@ int api_new(const struct api_config *cfg, struct api **out)
         a->cfg.value_max_bytes = 16u << 20;
     if (!a->cfg.default_partitions)
         a->cfg.default_partitions = 8;
+    if (!a->cfg.sub_buffer_bytes)
+        a->cfg.sub_buffer_bytes = 256u << 10;
+    if (!a->cfg.sub_streams_max)
+        a->cfg.sub_streams_max = 10000;
+    if (!a->cfg.sub_stall_ms)
+        a->cfg.sub_stall_ms = 30000;
+    pthread_mutex_init(&a->sub_mu, NULL);
     a->core = cfg->core;
     a->broker = core_broker(cfg->core);
     a->kv = core_kv(cfg->core);
@@ -733,6 +741,7 @@ void api_quiesce(struct api *a)
 {
     atomic_store(&a->stream_stopping, true);
     workq_stop(a->stream_pool);
+    api_subscribe_quiesce(a);
 }
 
 void api_free(struct api *a)
@@ -741,5 +750,6 @@ void api_free(struct api *a)
         return;
     workq_free(a->stream_pool);
     metrics_free(a->metrics);
+    pthread_mutex_destroy(&a->sub_mu);
     xfree(a);
 }

@@ -26,12 +26,17 @@ struct api_config {
     uint64_t stream_max_groups;          /* query: (window, group) pairs */
     uint64_t stream_max_memory_bytes;    /* query memory; join state bytes */
     uint64_t stream_max_response_bytes;  /* query answer; join rows */
+    /* SSE/NDJSON subscriptions (subscribe.c; 0 = default) */
+    uint64_t sub_buffer_bytes;           /* queued output per subscriber, default 256 KiB */
+    uint64_t sub_streams_max;            /* open streams, default 10000 (then 503) */
+    uint64_t sub_stall_ms;               /* output stuck above the buffer this long: ended, 30 s */
 };
 
 int api_new(const struct api_config *cfg, struct api **out);
 void api_free(struct api *a);
 /* Before stopping the HTTP server: queued stream jobs end at once (503) and running ones finish;
- * their answers are posted to the still-running workers. */
+ * their answers are posted to the still-running workers; open subscription streams end with a
+ * final "shutdown" event (up to 2 s for it to be written). */
 void api_quiesce(struct api *a);
 /* The http_server handler (ctx = struct api *). */
 void api_handle(void *ctx, struct http_req *req);

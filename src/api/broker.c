@@ -440,6 +440,10 @@ static void h_consume(struct rctx *x, const struct route_match *m)
         return;
     }
     x->partition = (uint32_t)v;
+    if (api_subscribe_requested(x)) { /* SSE / NDJSON stream of this partition: subscribe.c */
+        api_subscribe(x, m, (int32_t)v);
+        return;
+    }
     uint32_t nparts;
     if (broker_partitions(a->broker, x->topic, &nparts)) {
         api_respond_error(x, ERR_NO_TOPIC, NULL);

@@ -78,6 +78,7 @@ static void write_store_stats(struct api *a, struct sbuf *b)
     metrics_write_gauge(b, "ayder_committed_offsets", "Committed (topic, group, partition) offsets.", (double)bs.offsets);
     metrics_write_gauge(b, "ayder_idempotency_keys", "Idempotency keys remembered.", (double)bs.idem_keys);
     metrics_write_gauge(b, "ayder_long_poll_waiters", "Consumers parked in a long poll.", (double)bs.waiters);
+    api_subscribe_metrics(a, b);
     struct kv_stats ks;
     kv_stats(a->kv, &ks);
     metrics_write_gauge(b, "ayder_kv_keys", "KV keys.", (double)ks.keys);
