@@ -559,8 +559,20 @@ static bool authorize(struct rctx *x, int scope)
     if (scope == SCOPE_NONE)
         return true;
     uint32_t retry = 0;
-    int rc = auth_check(a->cfg.auth, http_req_head(x->req)->authorization, scope,
-                        (uint64_t)clock_mono_ms(), &retry);
+    struct slice authz = http_req_head(x->req)->authorization;
+    struct slice tok;
+    /* A browser's EventSource cannot send headers: subscription streams also take the token as
+     * ?access_token= (RFC 6750 section 2.3), only when no Authorization header is given. */
+    if (authz.len == 0 && x->route && (x->route->flags & API_TOKEN_IN_QUERY) &&
+        api_qparam(x, "access_token", &tok) == 1 && tok.len < 4096) {
+        uint8_t *h = arena_alloc(http_req_arena(x->req), tok.len + 7);
+        if (h) {
+            memcpy(h, "Bearer ", 7);
+            memcpy(h + 7, tok.ptr, tok.len);
+            authz = slice_of(h, tok.len + 7);
+        }
+    }
+    int rc = auth_check(a->cfg.auth, authz, scope, (uint64_t)clock_mono_ms(), &retry);
     if (rc == 0)
         return true;
     if (rc == ERR_UNAUTHORIZED)

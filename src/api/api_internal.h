@@ -47,6 +47,7 @@ typedef void (*api_answer_fn)(struct rctx *x, int phase);
 /* Route flags. */
 #define API_READ 1u  /* answers from state: honours ?consistency=leader (ReadIndex) */
 #define API_WRITE 2u /* a journaled write: may pipeline behind earlier writes (see above) */
+#define API_TOKEN_IN_QUERY 4u /* also accepts ?access_token= (EventSource sends no headers) */
 
 struct api_route {
     const char *method;     /* "GET" also matches HEAD */

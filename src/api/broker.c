@@ -833,7 +833,7 @@ static void h_retention(struct rctx *x, const struct route_match *m)
 /* Produce and consume first: the router tries routes in order. */
 const struct api_route api_broker_routes[] = {
     {"POST", "/broker/topics/:topic/produce", "produce", SCOPE_PRODUCE, API_WRITE, h_produce},
-    {"GET", "/broker/consume/:topic/:group/:partition", "consume", SCOPE_CONSUME, API_READ, h_consume},
+    {"GET", "/broker/consume/:topic/:group/:partition", "consume", SCOPE_CONSUME, API_READ | API_TOKEN_IN_QUERY, h_consume},
     {"POST", "/broker/topics/:topic/produce-ndjson", "produce_ndjson", SCOPE_PRODUCE, API_WRITE, h_produce_ndjson},
     {"POST", "/broker/commit", "commit", SCOPE_CONSUME, API_WRITE, h_commit},
     {"POST", "/broker/topics", "topics_create", SCOPE_ADMIN, API_WRITE, h_topic_create},

@@ -979,7 +979,7 @@ static void subscribe(struct rctx *x, struct slice topic, struct slice group, in
                     st.role ? st.role : "leader");
     }
     struct jw w;
-    event_open(s, &w, "open");
+    event_open(s, &w, "subscribed");
     jw_kstr(&w, "node", st.node_id[0] ? st.node_id : "local");
     jw_kstr(&w, "role", st.role ? st.role : "leader");
     if (st.leader_url[0])
@@ -1015,6 +1015,7 @@ static void h_subscribe(struct rctx *x, const struct route_match *m)
 }
 
 const struct api_route api_subscribe_routes[] = {
-    {"GET", "/broker/subscribe/:topic/:group", "subscribe", SCOPE_CONSUME, API_READ, h_subscribe},
+    {"GET", "/broker/subscribe/:topic/:group", "subscribe", SCOPE_CONSUME, API_READ | API_TOKEN_IN_QUERY,
+     h_subscribe},
     API_ROUTES_END,
 };

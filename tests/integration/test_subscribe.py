@@ -60,7 +60,7 @@ def test_sse_records_after_subscribe_and_exact_resume(node):
     assert st.headers["content-type"].startswith("text/event-stream")
     assert st.headers["transfer-encoding"] == "chunked"
     opened = st.next_event()
-    assert opened["event"] == "open" and opened["id"] == "0:1", opened
+    assert opened["event"] == "subscribed" and opened["id"] == "0:1", opened
     assert opened["data"]["node"] and opened["data"]["partitions"] == [0]
     for i in range(5):
         produce(node, "s1", json.dumps({"i": i}))
@@ -105,7 +105,7 @@ def test_ndjson_with_curl_n(node):
         stdout=subprocess.PIPE)
     try:
         first = json.loads(proc.stdout.readline())
-        assert first["type"] == "open" and first["id"] == "0:0,1:0"
+        assert first["type"] == "subscribed" and first["id"] == "0:0,1:0"
         for i in range(6):
             produce(node, "s3", json.dumps({"n": i}), partition=i % 2)
         lines = [json.loads(proc.stdout.readline()) for _ in range(7)]
@@ -127,7 +127,7 @@ def test_multi_partition_50_producers_exactly_once_in_order(node):
     subs.append(NDJSON(node.port, "/broker/subscribe/s4/g9?from=earliest&partitions=0,1,2,3,4,5,6,7"))
     for s in subs:
         assert s.head() == 200
-        assert (s.next_event().get("event") or "open") == "open"
+        assert (s.next_event().get("event") or "subscribed") == "subscribed"
 
     errors = []
 
@@ -196,7 +196,7 @@ def test_kill_and_resume_100_times_misses_nothing(node):
         st = SSE(node.port, "/broker/subscribe/s5/g?from=earliest", headers=hdr)
         assert st.head() == 200
         opened = st.next_event()
-        assert opened["event"] == "open"
+        assert opened["event"] == "subscribed"
         if last_id:
             assert opened["id"] == last_id
         last_id = opened["id"]
@@ -310,12 +310,12 @@ def test_start_positions_offset_and_time(node):
         produce(node, "s9", str(i))
     st = NDJSON(node.port, "/broker/subscribe/s9/g?stream=ndjson&from=offset:3&limit=2")
     assert st.head() == 200
-    assert st.next_event()["type"] == "open"
+    assert st.next_event()["type"] == "subscribed"
     assert [d["value"] for d in records_until(st, 2)] == [3, 4]
     st.close()
     st = NDJSON(node.port, "/broker/subscribe/s9/g?stream=ndjson&from=time:%d&limit=3" % t_mid)
     assert st.head() == 200
-    assert st.next_event()["type"] == "open"
+    assert st.next_event()["type"] == "subscribed"
     assert [d["value"] for d in records_until(st, 3)] == [5, 6, 7]
     st.close()
 
@@ -324,7 +324,7 @@ def test_topic_deletion_ends_stream(node):
     create(node, "s10", 1)
     st = SSE(node.port, "/broker/subscribe/s10/g?stream=sse")
     assert st.head() == 200
-    assert st.next_event()["event"] == "open"
+    assert st.next_event()["event"] == "subscribed"
     assert node.delete("/broker/topics/s10").status_code == 200
     ev = st.next_event()
     assert ev["event"] == "end" and ev["data"]["reason"] == "topic_deleted", ev
@@ -337,7 +337,7 @@ def test_shutdown_ends_streams_with_a_final_event(make_node):
     create(n, "s11", 2)
     st = SSE(n.port, "/broker/subscribe/s11/g?stream=sse")
     assert st.head() == 200
-    assert st.next_event()["event"] == "open"
+    assert st.next_event()["event"] == "subscribed"
     n.proc.send_signal(signal.SIGTERM)
     ev = st.next_event()
     assert ev["event"] == "end" and ev["data"]["reason"] == "shutdown", ev
@@ -376,7 +376,7 @@ def test_pipelined_request_waits_behind_stream(node):
     # a second request on the same connection is answered only after the stream ends
     st.sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     assert st.head() == 200
-    assert st.next_event()["type"] == "open"
+    assert st.next_event()["type"] == "subscribed"
     produce(node, "s13", "1")
     assert st.next_event()["type"] == "record"
     assert st.next_event()["type"] == "end"
