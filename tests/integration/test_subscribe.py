@@ -224,7 +224,9 @@ def rss_kb(pid):
 
 
 def test_slow_reader_bounded_and_told_why(make_node):
-    n = make_node(args=["--subscribe-buffer-bytes", "65536", "--subscribe-stall-ms", "500"]).start()
+    # (under ASan, freed memory sits in its quarantine and would count as RSS: keep it small)
+    n = make_node(args=["--subscribe-buffer-bytes", "65536", "--subscribe-stall-ms", "500"],
+                  env={"ASAN_OPTIONS": "quarantine_size_mb=1:detect_leaks=1"}).start()
     create(n, "s6", 1)
     value = "x" * 10000
     batch = "\n".join(json.dumps({"v": value, "i": i}) for i in range(500))
