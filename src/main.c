@@ -311,8 +311,11 @@ int main(int argc, char **argv)
     int sig = 0;
     sigwait(&set, &sig);
     LOG_I("main", "signal %d: shutting down", sig);
-    /* The core first: it finishes in-flight writes and answers them through the still-running
-     * workers; then the workers stop. */
+    /* Subscription streams first, while the core still takes their final auto-commits: each
+     * gets an `end` event (reason shutdown, its resume id). Then the core: it finishes
+     * in-flight writes and answers them through the still-running workers; then the workers
+     * stop. */
+    api_end_subscriptions(api);
     core_stop(core);
     api_quiesce(api); /* stream jobs post to the workers: finish them while the workers run */
     http_server_stop(srv);

@@ -749,6 +749,8 @@ bool api_request_is_write(void *ctx, const struct http_request *h)
 
 void api_set_server(struct api *a, struct http_server *s) { atomic_store(&a->server, s); }
 
+void api_end_subscriptions(struct api *a) { api_subscribe_quiesce(a); }
+
 void api_quiesce(struct api *a)
 {
     atomic_store(&a->stream_stopping, true);

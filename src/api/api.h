@@ -38,6 +38,10 @@ void api_free(struct api *a);
  * their answers are posted to the still-running workers; open subscription streams end with a
  * final "shutdown" event (up to 2 s for it to be written). */
 void api_quiesce(struct api *a);
+/* At shutdown, before core_stop: end every open SSE/NDJSON subscription with a final "shutdown"
+ * event and refuse new ones (503); waits up to 2 s for the final events to be written (then
+ * the server's stop closes what is left). api_quiesce does it too if it was not done. */
+void api_end_subscriptions(struct api *a);
 /* The http_server handler (ctx = struct api *). */
 void api_handle(void *ctx, struct http_req *req);
 /* The http_server's request_is_write (ctx = struct api *): true for routes flagged API_WRITE

@@ -647,6 +647,10 @@ static void shutdown_posted(struct http_req *req, void *arg)
 void api_subscribe_quiesce(struct api *a)
 {
     pthread_mutex_lock(&a->sub_mu);
+    if (a->sub_stopping) { /* done before (main calls it ahead of core_stop) */
+        pthread_mutex_unlock(&a->sub_mu);
+        return;
+    }
     a->sub_stopping = true;
     for (struct sub *s = a->subs; s; s = s->reg_next) {
         http_req_ref(s->req); /* alive while registered (invariant 5); the post needs its own */

@@ -337,15 +337,21 @@ def test_topic_deletion_ends_stream(node):
 def test_shutdown_ends_streams_with_a_final_event(make_node):
     n = make_node().start()
     create(n, "s11", 2)
-    st = SSE(n.port, "/broker/subscribe/s11/g?stream=sse")
+    # auto-commit only at the end (the interval is an hour): the shutdown end commits
+    st = SSE(n.port, "/broker/subscribe/s11/g?stream=sse&auto_commit=1&commit_interval_ms=3600000")
     assert st.head() == 200
     assert st.next_event()["event"] == "subscribed"
+    produce(n, "s11", "1", partition=1)
+    assert len(records_until(st, 1)) == 1
     n.proc.send_signal(signal.SIGTERM)
     ev = st.next_event()
     assert ev["event"] == "end" and ev["data"]["reason"] == "shutdown", ev
-    assert ev["data"]["resume_id"] == "0:0,1:0"
+    assert ev["data"]["resume_id"] == "0:0,1:1"
     assert n.proc.wait(timeout=30) == 0
     st.close()
+    n.start()
+    g = n.get("/broker/groups/g/s11").json()
+    assert {p["partition"]: p["committed_offset"] for p in g["partitions"]} == {1: 1}, g
 
 
 def test_auto_commit(node):
