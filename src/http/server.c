@@ -1556,4 +1556,13 @@ void http_server_stats(const struct http_server *s, struct http_server_stats *st
     st->requests = atomic_load(&s->requests);
     st->parse_errors = atomic_load(&s->parse_errors);
     st->timeouts = atomic_load(&s->timeouts);
+    st->tls = s->cfg.tls != NULL;
+    st->tls_handshakes = st->tls_handshake_failures = st->tls_reloads = 0;
+    if (s->cfg.tls) {
+        struct http_tls_stats ts;
+        http_tls_stats(s->cfg.tls, &ts);
+        st->tls_handshakes = ts.handshakes;
+        st->tls_handshake_failures = ts.handshake_failures;
+        st->tls_reloads = ts.reloads;
+    }
 }

@@ -83,6 +83,8 @@ void http_server_stop(struct http_server *s);
 struct http_server_stats {
     uint64_t connections_open, connections_total, connections_rejected;
     uint64_t bytes_in, bytes_out, requests, parse_errors, timeouts;
+    bool tls;                   /* HTTPS is on: the three below are meaningful */
+    uint64_t tls_handshakes, tls_handshake_failures, tls_reloads;
 };
 void http_server_stats(const struct http_server *s, struct http_server_stats *st);
 

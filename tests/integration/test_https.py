@@ -425,6 +425,13 @@ def test_garbage_and_half_open_handshakes_do_not_block(https_nodes, certs):
         for s in bad:
             s.close()
     assert n.sget("/health").status_code == 200
+    # the failures are counted (garbage and plain HTTP: 50 connections)
+    m = n.sget("/metrics").text
+    vals = {ln.split()[0]: float(ln.split()[1]) for ln in m.splitlines()
+            if ln.startswith("ayder_https_")}
+    assert vals["ayder_https_handshake_failures_total"] >= 50, vals
+    assert vals["ayder_https_handshakes_total"] >= 21, vals
+    assert vals["ayder_https_certificate_reloads_total"] == 0, vals
     assert n.stop() == 0
 
 
