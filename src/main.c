@@ -65,6 +65,10 @@ static void usage(FILE *f)
             "  --stream-follow-max N    continuous queries open at once before 503 (64)\n"
             "  --stream-follow-buffer-bytes N  output queued per follow query (1048576)\n"
             "  --stream-follow-stall-ms N  cut a follow reader that takes nothing this long (30000)\n"
+            "SSE/NDJSON subscriptions (docs/HTTP_API.md \"Subscribe\"):\n"
+            "  --subscribe-buffer-bytes N  output queued per subscriber before reading pauses (262144)\n"
+            "  --subscribe-max-streams N   open subscription streams before 503 (10000)\n"
+            "  --subscribe-stall-ms N      a subscriber stuck above its buffer this long is ended (30000)\n"
             "HTTPS for clients (TLS 1.2+; docs/HTTP_API.md \"HTTPS\"; SIGHUP reloads the files):\n"
             "  --tls-cert FILE          certificate chain, PEM [RF_TLS_CERT]\n"
             "  --tls-key FILE           private key, PEM [RF_TLS_KEY]\n"
@@ -209,6 +213,9 @@ int main(int argc, char **argv)
         NUM("--min-free-bytes", 0, 1ull << 50, cc.min_free_bytes)
         NUM("--journal-preallocate", 0, 1, cc.journal.use_spare)
         NUM("--stream-threads", 1, 64, stream.stream_threads)
+        NUM("--subscribe-buffer-bytes", 4096, 1ull << 30, stream.sub_buffer_bytes)
+        NUM("--subscribe-max-streams", 1, 1000000, stream.sub_streams_max)
+        NUM("--subscribe-stall-ms", 100, 86400000, stream.sub_stall_ms)
         NUM("--stream-queue", 1, 100000, stream.stream_queue_max)
         NUM("--stream-max-records", 1, 1ull << 32, stream.stream_max_records)
         NUM("--stream-max-groups", 1, 1ull << 24, stream.stream_max_groups)
@@ -407,8 +414,11 @@ int main(int argc, char **argv)
             LOG_E("main", "SIGHUP: reload failed, keeping the current certificate: %s", tls_err);
     }
     LOG_I("main", "signal %d: shutting down", sig);
-    /* The core first: it finishes in-flight writes and answers them through the still-running
-     * workers; then the workers stop. */
+    /* Subscription streams first, while the core still takes their final auto-commits: each
+     * gets an `end` event (reason shutdown, its resume id). Then the core: it finishes
+     * in-flight writes and answers them through the still-running workers; then the workers
+     * stop. */
+    api_end_subscriptions(api);
     core_stop(core);
     api_quiesce(api); /* stream jobs post to the workers: finish them while the workers run */
     http_server_stop(srv);

@@ -48,6 +48,7 @@ static const struct api_route *const areas[] = {
     api_schema_routes,
     api_stream_routes,
     api_feed_routes,
+    api_subscribe_routes,
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -566,8 +567,20 @@ static bool authorize(struct rctx *x, int scope)
     if (scope == SCOPE_NONE)
         return true;
     uint32_t retry = 0;
-    int rc = auth_check(a->cfg.auth, http_req_head(x->req)->authorization, scope,
-                        (uint64_t)clock_mono_ms(), &retry);
+    struct slice authz = http_req_head(x->req)->authorization;
+    struct slice tok;
+    /* A browser's EventSource cannot send headers: subscription streams also take the token as
+     * ?access_token= (RFC 6750 section 2.3), only when no Authorization header is given. */
+    if (authz.len == 0 && x->route && (x->route->flags & API_TOKEN_IN_QUERY) &&
+        api_qparam(x, "access_token", &tok) == 1 && tok.len < 4096) {
+        uint8_t *h = arena_alloc(http_req_arena(x->req), tok.len + 7);
+        if (h) {
+            memcpy(h, "Bearer ", 7);
+            memcpy(h + 7, tok.ptr, tok.len);
+            authz = slice_of(h, tok.len + 7);
+        }
+    }
+    int rc = auth_check(a->cfg.auth, authz, scope, (uint64_t)clock_mono_ms(), &retry);
     if (rc == 0)
         return true;
     if (rc == ERR_UNAUTHORIZED)
@@ -702,6 +715,13 @@ int api_new(const struct api_config *cfg, struct api **out)
         a->cfg.value_max_bytes = 16u << 20;
     if (!a->cfg.default_partitions)
         a->cfg.default_partitions = 8;
+    if (!a->cfg.sub_buffer_bytes)
+        a->cfg.sub_buffer_bytes = 256u << 10;
+    if (!a->cfg.sub_streams_max)
+        a->cfg.sub_streams_max = 10000;
+    if (!a->cfg.sub_stall_ms)
+        a->cfg.sub_stall_ms = 30000;
+    pthread_mutex_init(&a->sub_mu, NULL);
     a->core = cfg->core;
     a->broker = core_broker(cfg->core);
     a->kv = core_kv(cfg->core);
@@ -747,11 +767,14 @@ bool api_request_is_write(void *ctx, const struct http_request *h)
 
 void api_set_server(struct api *a, struct http_server *s) { atomic_store(&a->server, s); }
 
+void api_end_subscriptions(struct api *a) { api_subscribe_quiesce(a); }
+
 void api_quiesce(struct api *a)
 {
     atomic_store(&a->stream_stopping, true);
     workq_stop(a->stream_pool);
     workq_stop(a->metrics_pool);
+    api_subscribe_quiesce(a);
 }
 
 void api_free(struct api *a)
@@ -763,5 +786,6 @@ void api_free(struct api *a)
     metrics_free(a->metrics);
     api_metrics_free(a);
     pthread_mutex_destroy(&a->lag_mu);
+    pthread_mutex_destroy(&a->sub_mu);
     xfree(a);
 }

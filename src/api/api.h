@@ -30,13 +30,22 @@ struct api_config {
     uint32_t stream_follow_max;          /* open at once, default 64 (then 503) */
     uint64_t stream_follow_buffer_bytes; /* output queued per subscriber before reading pauses, 1 MiB */
     uint64_t stream_follow_stall_ms;     /* a reader that takes nothing this long is cut, 30000 */
+    /* SSE/NDJSON subscriptions (subscribe.c; 0 = default) */
+    uint64_t sub_buffer_bytes;           /* queued output per subscriber, default 256 KiB */
+    uint64_t sub_streams_max;            /* open streams, default 10000 (then 503) */
+    uint64_t sub_stall_ms;               /* output stuck above the buffer this long: ended, 30 s */
 };
 
 int api_new(const struct api_config *cfg, struct api **out);
 void api_free(struct api *a);
 /* Before stopping the HTTP server: queued stream jobs end at once (503) and running ones finish;
- * their answers are posted to the still-running workers. */
+ * their answers are posted to the still-running workers; open subscription streams end with a
+ * final "shutdown" event (up to 2 s for it to be written). */
 void api_quiesce(struct api *a);
+/* At shutdown, before core_stop: end every open SSE/NDJSON subscription with a final "shutdown"
+ * event and refuse new ones (503); waits up to 2 s for the final events to be written (then
+ * the server's stop closes what is left). api_quiesce does it too if it was not done. */
+void api_end_subscriptions(struct api *a);
 /* The http_server handler (ctx = struct api *). */
 void api_handle(void *ctx, struct http_req *req);
 /* The http_server's request_is_write (ctx = struct api *): true for routes flagged API_WRITE

@@ -48,6 +48,7 @@ typedef void (*api_answer_fn)(struct rctx *x, int phase);
 /* Route flags. */
 #define API_READ 1u  /* answers from state: honours ?consistency=leader (ReadIndex) */
 #define API_WRITE 2u /* a journaled write: may pipeline behind earlier writes (see above) */
+#define API_TOKEN_IN_QUERY 4u /* also accepts ?access_token= (EventSource sends no headers) */
 
 struct api_route {
     const char *method;     /* "GET" also matches HEAD */
@@ -70,6 +71,7 @@ extern const struct api_route api_cluster_routes[];
 extern const struct api_route api_schema_routes[];
 extern const struct api_route api_stream_routes[];
 extern const struct api_route api_feed_routes[];
+extern const struct api_route api_subscribe_routes[];
 
 struct api {
     struct api_config cfg;
@@ -94,6 +96,12 @@ struct api {
     struct hmap lag_memo;    /* offset key (topic\0group\0partition) -> struct lag_memo */
     uint64_t lag_gen;
     _Atomic uint64_t scrape_ns; /* how long the previous /metrics took to render */
+    /* subscribe.c: the registry of open subscription streams (for shutdown) and their metrics */
+    pthread_mutex_t sub_mu;
+    struct sub *subs;
+    bool sub_stopping;                  /* under sub_mu */
+    _Atomic uint64_t sub_open, sub_total, sub_rejected, sub_events, sub_bytes, sub_slow,
+        sub_client_gone, sub_commit_errors;
 };
 
 /* Per-request context, allocated in the request arena. */
@@ -194,5 +202,17 @@ bool api_answer_open(struct rctx *x, struct sbuf *b, struct jw *w);
 void api_write_durability(struct jw *w, struct rctx *x, bool durable);
 /* ?timing=1 members (parse_us, queue_us, sync_wait_us, server_us). */
 void api_write_timing(struct jw *w, struct rctx *x);
+
+/* --- subscriptions (subscribe.c) ---------------------------------------------------------- */
+
+/* The consume route asks for a stream (Accept: text/event-stream or ?stream=). */
+bool api_subscribe_requested(struct rctx *x);
+/* Serve the route (params topic, group) as an SSE/NDJSON subscription; partition >= 0: only
+ * that one (the consume route), -1: ?partitions= (the subscribe route). */
+void api_subscribe(struct rctx *x, const struct route_match *m, int32_t partition);
+/* api_quiesce: end every open stream with a final "shutdown" event (waits up to 2 s). */
+void api_subscribe_quiesce(struct api *a);
+/* /metrics lines. */
+void api_subscribe_metrics(struct api *a, struct sbuf *b);
 
 #endif

@@ -440,6 +440,10 @@ static void h_consume(struct rctx *x, const struct route_match *m)
         return;
     }
     x->partition = (uint32_t)v;
+    if (api_subscribe_requested(x)) { /* SSE / NDJSON stream of this partition: subscribe.c */
+        api_subscribe(x, m, (int32_t)v);
+        return;
+    }
     uint32_t nparts;
     if (broker_partitions(a->broker, x->topic, &nparts)) {
         api_respond_error(x, ERR_NO_TOPIC, NULL);
@@ -829,7 +833,7 @@ static void h_retention(struct rctx *x, const struct route_match *m)
 /* Produce and consume first: the router tries routes in order. */
 const struct api_route api_broker_routes[] = {
     {"POST", "/broker/topics/:topic/produce", "produce", SCOPE_PRODUCE, API_WRITE, h_produce},
-    {"GET", "/broker/consume/:topic/:group/:partition", "consume", SCOPE_CONSUME, API_READ, h_consume},
+    {"GET", "/broker/consume/:topic/:group/:partition", "consume", SCOPE_CONSUME, API_READ | API_TOKEN_IN_QUERY, h_consume},
     {"POST", "/broker/topics/:topic/produce-ndjson", "produce_ndjson", SCOPE_PRODUCE, API_WRITE, h_produce_ndjson},
     {"POST", "/broker/commit", "commit", SCOPE_CONSUME, API_WRITE, h_commit},
     {"POST", "/broker/topics", "topics_create", SCOPE_ADMIN, API_WRITE, h_topic_create},

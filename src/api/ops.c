@@ -297,6 +297,7 @@ static void write_store_stats(struct api *a, struct sbuf *b)
     workq_stats(a->stream_pool, &ws);
     metrics_write_gauge(b, "ayder_stream_jobs_running", "Stream queries and joins running.", (double)ws.running);
     metrics_write_gauge(b, "ayder_stream_jobs_queued", "Stream queries and joins waiting for a thread.", (double)ws.queued);
+    api_subscribe_metrics(a, b);
     struct kv_stats ks;
     kv_stats(a->kv, &ks);
     metrics_write_gauge(b, "ayder_kv_keys", "KV keys.", (double)ks.keys);

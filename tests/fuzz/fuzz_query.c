@@ -81,7 +81,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (v < le && *v == ' ')
                 v++;
         }
-        struct srec r = {.partition = (uint32_t)(off & 1), .offset = off++, .timestamp_ms = ts,
+        uint64_t this_off = off++;
+        struct srec r = {.partition = (uint32_t)(this_off & 1), .offset = this_off, .timestamp_ms = ts,
                          .value = slice_of(v, (size_t)(le - v)), .has_key = true,
                          .key = slice_of(v, (size_t)(le - v) > 3 ? 3 : (size_t)(le - v))};
         rc = squery_feed(q, &r);

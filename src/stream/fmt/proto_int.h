@@ -1,6 +1,7 @@
 /* proto_int.h -- private to src/stream/fmt/proto_*.c: the schema model both front ends (.proto
- * text in proto_parse.c, FileDescriptorSet in proto_fds.c) build and the decoder (proto_decode.c)
- * reads.
+ * text in proto_parse.c, FileDescriptorSet in proto_fds.c) build and the binary decoder reads
+ * (proto_decode.c extracts, proto_render.c renders JSON; their shared wire primitives are at the
+ * end of this file).
  *
  * Life of a schema:
  *
@@ -21,11 +22,15 @@
 #define AYDER_STREAM_FMT_PROTO_INT_H
 
 #include "base/arena.h"
+#include "base/buf.h"
+#include "base/err.h"
 #include "base/hmap.h"
+#include "base/json.h"
 #include "stream/fmt/proto.h"
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 /* descriptor.proto's FieldDescriptorProto.Type numbers, so the FDS front end maps 1:1. */
 enum pt_type {
@@ -164,5 +169,166 @@ bool proto_enum_number(const struct proto_enum *en, const char *name, size_t n, 
 /* A float/double as proto3 JSON: shortest round-trip number, "NaN", "Infinity", "-Infinity". */
 struct jw;
 void proto_put_double(struct jw *w, double d, bool is_float);
+
+/* ---- the binary decoder: shared by proto_decode.c (extract) and proto_render.c (to_json) ------
+ *
+ * Wire primitives are static inline here so that the walk and the renderer keep inlining them.
+ * Every read goes through get_varint/get_value, which check the bounds (proto_decode.c's
+ * invariant 1). struct dctx is the one context both halves carry: schema, scratch arena, the
+ * reason of the first error, and the JSON nesting depth of to_json. */
+
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_SGROUP = 3, WT_EGROUP = 4, WT_I32 = 5 };
+
+static const uint8_t wire_of[19] = {
+    [PT_DOUBLE] = WT_I64,   [PT_FLOAT] = WT_I32,    [PT_INT64] = WT_VARINT,  [PT_UINT64] = WT_VARINT,
+    [PT_INT32] = WT_VARINT, [PT_FIXED64] = WT_I64,  [PT_FIXED32] = WT_I32,   [PT_BOOL] = WT_VARINT,
+    [PT_STRING] = WT_LEN,   [PT_GROUP] = WT_SGROUP, [PT_MESSAGE] = WT_LEN,   [PT_BYTES] = WT_LEN,
+    [PT_UINT32] = WT_VARINT, [PT_ENUM] = WT_VARINT, [PT_SFIXED32] = WT_I32,  [PT_SFIXED64] = WT_I64,
+    [PT_SINT32] = WT_VARINT, [PT_SINT64] = WT_VARINT,
+};
+
+static inline bool get_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out)
+{
+    const uint8_t *p = *pp;
+    if (p < end && *p < 0x80) {
+        *out = *p;
+        *pp = p + 1;
+        return true;
+    }
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (p >= end)
+            return false;
+        uint8_t b = *p++;
+        if (shift == 63 && b > 1)
+            return false;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (b < 0x80) {
+            *out = v;
+            *pp = p;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* One value of wire type wt: varint/fixed into u, LEN into p/len. */
+struct raw {
+    uint64_t u;
+    const uint8_t *p;
+    uint32_t len;
+};
+
+static inline bool get_value(const uint8_t **pp, const uint8_t *end, uint32_t wt, struct raw *r)
+{
+    const uint8_t *p = *pp;
+    switch (wt) {
+    case WT_VARINT:
+        return get_varint(pp, end, &r->u);
+    case WT_I64:
+        if (end - p < 8)
+            return false;
+        r->u = get_le64(p);
+        *pp = p + 8;
+        return true;
+    case WT_I32:
+        if (end - p < 4)
+            return false;
+        r->u = get_le32(p);
+        *pp = p + 4;
+        return true;
+    case WT_LEN: {
+        uint64_t n;
+        if (!get_varint(&p, end, &n) || n > (uint64_t)(end - p) || n > UINT32_MAX)
+            return false;
+        r->p = p;
+        r->len = (uint32_t)n;
+        *pp = p + n;
+        return true;
+    }
+    default:
+        return false;
+    }
+}
+
+struct dctx {
+    const struct proto_schema *s;
+    struct arena *a;
+    const char *why;
+    int jdepth;
+};
+
+static inline int corrupt(struct dctx *c, const char *why)
+{
+    c->why = why;
+    return ERR_CORRUPT;
+}
+
+static inline bool packable(uint8_t type) { return wire_of[type] != WT_LEN && type != PT_GROUP; }
+
+static inline int32_t zz32(uint64_t u) { return (int32_t)((uint32_t)u >> 1 ^ -(uint32_t)(u & 1)); }
+static inline int64_t zz64(uint64_t u) { return (int64_t)(u >> 1 ^ -(u & 1)); }
+
+static inline bool check_str(const struct proto_field *f, const struct raw *r)
+{
+    return f->type != PT_STRING || utf8_valid(r->p, r->len);
+}
+
+/* Read the next element of a packed run. */
+static inline bool packed_next(const uint8_t **pp, const uint8_t *end, uint32_t wt, struct raw *r)
+{
+    return get_value(pp, end, wt, r);
+}
+
+/* Map entry: key (1) and value (2), last wins, validated; unknown fields skipped. */
+struct proto_entry {
+    struct raw key, val;
+    bool has_key, has_val;
+};
+
+/* Last value of fields 1..6 with their declared wire types (validated; strings UTF-8). */
+struct proto_small {
+    struct raw v[7];
+    bool has[7];
+    int last; /* number of the last known field seen (Value's oneof) */
+};
+
+/* proto_decode.c: the wire walk. Each returns 0, or ERR_CORRUPT with c->why set (ERR_NOMEM when
+ * the arena is full).
+ *
+ * Skip one field of wire type wt (groups: up to the matching end tag). */
+int proto_skip_field(struct dctx *c, const uint8_t **pp, const uint8_t *end, uint32_t wt,
+                     uint64_t num, int depth);
+/* A packed run's length fits its element width; varints in it are well formed. */
+int proto_check_packed(struct dctx *c, uint32_t wt, const struct raw *run);
+/* Append p..p+n to a growing arena buffer (merging repeated occurrences of a message); the first
+ * piece is borrowed, not copied (*cap = 0). */
+int proto_cat(struct dctx *c, const uint8_t **buf, size_t *len, size_t *cap, const uint8_t *p,
+              size_t n);
+/* One map entry (bytes p..end of message type em) into e. */
+int proto_parse_entry(struct dctx *c, const struct proto_msg *em, const uint8_t *p,
+                      const uint8_t *end, struct proto_entry *e, int depth);
+/* Validate message m (bytes p..p+len) and every message embedded in it, capturing nothing. */
+int proto_validate_msg(struct dctx *c, const struct proto_msg *m, const uint8_t *p, size_t len,
+                       int depth);
+
+/* proto_render.c: the proto3 JSON mapping. Same returns, and ERR_INVALID for what JSON cannot
+ * hold (nesting past JSON_NEST_MAX, a Timestamp out of range).
+ *
+ * Message m (bytes p..p+len) as a JSON value (an object, or a well-known type's own form). */
+int proto_render_message(struct dctx *c, struct jw *w, const struct proto_msg *m,
+                         const uint8_t *p, size_t len, int depth);
+/* Every occurrence of field f in a container message's bytes, as a map's object (is_map) or a
+ * list: extract's LEAF_MAP / LEAF_LIST results. */
+int proto_render_field(struct dctx *c, struct jw *w, const struct proto_field *f,
+                       const uint8_t *buf, size_t blen, bool is_map);
+/* The key of a map entry as text (JSON object key / path segment); buf holds 24 bytes. */
+void proto_map_key_text(const struct proto_field *kf, const struct raw *r, char *buf,
+                        const char **out, size_t *n);
+/* Fields 1..6 of a small well-known message (wrapper, Timestamp, Duration) into o. */
+int proto_scan_small(struct dctx *c, const struct proto_msg *m, const uint8_t *p, size_t len,
+                     struct proto_small *o, int depth);
+/* Timestamp/Duration as their JSON strings into buf (>= 48 bytes). ERR_INVALID out of range. */
+int proto_time_text(struct dctx *c, uint8_t wkt, const struct proto_small *sm, char *buf);
 
 #endif
