@@ -1,6 +1,8 @@
 """HTTPS for clients (issue 15): curl with the CA, client certificates, SIGHUP reload with a
 connection kept open, https redirects to the leader, and TLS garbage / half-open handshakes that
 must not stall other clients. Certificates are made here with the openssl command line."""
+import base64
+import json
 import os
 import signal
 import socket
@@ -556,3 +558,21 @@ def test_https_flags_validated(tmp_path, certs):
                            capture_output=True, text=True, timeout=30)
         assert p.returncode == 2, p.stderr
         assert text in p.stderr, p.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Streaming responses go through the same TLS write path
+
+def test_ndjson_subscription_over_https(https_nodes, certs):
+    n = https_nodes(https_only=True).start()
+    for i in range(3):
+        assert n.spost("/broker/topics/sub/produce?partition=0", data=b"m%d" % i).status_code == 200
+    r = n.sget("/broker/subscribe/sub/g?stream=ndjson&from=earliest&limit=3", stream=True)
+    assert r.status_code == 200
+    assert r.headers.get("Transfer-Encoding") == "chunked"
+    events = [json.loads(ln) for ln in r.iter_lines() if ln]
+    r.close()
+    recs = [e for e in events if e["type"] == "record"]
+    assert [base64.b64decode(e["value_b64"]) for e in recs] == [b"m0", b"m1", b"m2"], events
+    assert events[-1]["type"] == "end"
+    assert n.stop() == 0
