@@ -1,6 +1,8 @@
 /* main.c -- flags and environment, wiring, run loop. No logic lives here.
  *
  *   ayder [--port 1109] [--bind 0.0.0.0] [--workers N] [--data-dir ./ayder-data] [...]
+ *         [--tls-cert F --tls-key F [--tls-client-ca F] [--https-port N]]
+ *   Signals: SIGINT/SIGTERM stop cleanly; SIGHUP reloads the HTTPS certificate, key and CA.
  *   ayder bench ...            the load generator (src/bench)
  *   ayder logdump PATH         print a journal (.seg) or partition log (.log) segment
  *   ayder logcheck DIR [--repair]   verify a data directory
@@ -12,6 +14,7 @@
 #include "bench/bench.h"
 #include "core/core.h"
 #include "http/server.h"
+#include "http/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,7 +37,8 @@ static void usage(FILE *f)
             "       ayder logcheck DIR [--repair]  verify every CRC of a data directory\n"
             "\n"
             "options (environment variable in brackets):\n"
-            "  --port N                 HTTP port (1109)\n"
+            "  --port N                 HTTP port (1109); HTTPS when TLS is on and no\n"
+            "                           --https-port is given (HTTPS only)\n"
             "  --bind ADDR              listen address (0.0.0.0)\n"
             "  --workers N              HTTP worker threads (number of CPUs)\n"
             "  --data-dir DIR           data directory [RF_DATA_DIR] (./ayder-data)\n"
@@ -65,6 +69,13 @@ static void usage(FILE *f)
             "  --subscribe-buffer-bytes N  output queued per subscriber before reading pauses (262144)\n"
             "  --subscribe-max-streams N   open subscription streams before 503 (10000)\n"
             "  --subscribe-stall-ms N      a subscriber stuck above its buffer this long is ended (30000)\n"
+            "HTTPS for clients (TLS 1.2+; docs/HTTP_API.md \"HTTPS\"; SIGHUP reloads the files):\n"
+            "  --tls-cert FILE          certificate chain, PEM [RF_TLS_CERT]\n"
+            "  --tls-key FILE           private key, PEM [RF_TLS_KEY]\n"
+            "  --tls-client-ca FILE     require client certificates signed by this CA (PEM)\n"
+            "                           [RF_TLS_CLIENT_CA]; bearer tokens still apply\n"
+            "  --https-port N           HTTPS on this port, plain HTTP stays on --port\n"
+            "                           [RF_HTTPS_PORT]; without it --port speaks HTTPS only\n"
             "environment:\n"
             "  RF_BEARER_TOKENS         tokens, 'tok[@scope+scope],...' (dev)\n"
             "  RF_AUTO_CREATE_TOPICS    1|0: produce creates unknown topics (1)\n"
@@ -85,6 +96,9 @@ static void usage(FILE *f)
             "  RF_HA_ELECTION_TIMEOUT_MS  Raft election timeout (1000)\n"
             "  RF_HA_HEARTBEAT_MS       Raft heartbeat interval (100)\n"
             "  RF_HA_DEDICATED_WORKER   accepted (the core thread is always dedicated)\n"
+            "  RF_HA_HTTP_SCHEME        http|https: scheme of leader_url and 307 Location; the\n"
+            "                           http_port above is then each node's HTTPS port (https\n"
+            "                           when this node's http_port serves HTTPS, else http)\n"
             "TLS between nodes (mutual TLS 1.3; a peer's certificate must name its node id):\n"
             "  RF_HA_TLS                1: encrypt and authenticate Raft traffic (0)\n"
             "  RF_HA_TLS_CA             CA certificate file (PEM) that signs every node\n"
@@ -159,6 +173,21 @@ int main(int argc, char **argv)
     const char *env = getenv("RF_DATA_DIR");
     if (env && *env)
         cc.data_dir = env;
+    /* HTTPS: environment first, flags override. */
+    struct http_tls_config tc = {0};
+    int https_port = -1;
+    if ((env = getenv("RF_TLS_CERT")) && *env)
+        tc.cert_file = env;
+    if ((env = getenv("RF_TLS_KEY")) && *env)
+        tc.key_file = env;
+    if ((env = getenv("RF_TLS_CLIENT_CA")) && *env)
+        tc.client_ca_file = env;
+    if ((env = getenv("RF_HTTPS_PORT")) && *env) {
+        uint64_t n;
+        if (parse_u64("RF_HTTPS_PORT", env, 0, 65535, &n))
+            return 2;
+        https_port = (int)n;
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         uint64_t n;
@@ -171,6 +200,7 @@ int main(int argc, char **argv)
         continue;                                                                                  \
     }
         NUM("--port", 0, 65535, hc.port)
+        NUM("--https-port", 0, 65535, https_port)
         NUM("--workers", 1, 256, hc.workers)
         NUM("--max-body-bytes", 1024, 1ull << 32, hc.body_max_bytes)
         NUM("--max-header-bytes", 1024, 1u << 24, hc.limits.head_max)
@@ -206,6 +236,15 @@ int main(int argc, char **argv)
         if (strcmp(a, "--bind") == 0 && v) {
             hc.bind_addr = v;
             i++;
+        } else if (strcmp(a, "--tls-cert") == 0 && v) {
+            tc.cert_file = v;
+            i++;
+        } else if (strcmp(a, "--tls-key") == 0 && v) {
+            tc.key_file = v;
+            i++;
+        } else if (strcmp(a, "--tls-client-ca") == 0 && v) {
+            tc.client_ca_file = v;
+            i++;
         } else if (strcmp(a, "--data-dir") == 0 && v) {
             cc.data_dir = v;
             i++;
@@ -224,6 +263,27 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    /* HTTPS: with a certificate, --https-port adds an HTTPS listener beside plain HTTP on
+     * --port; without it (or with the same number) --port itself speaks HTTPS only. */
+    struct http_tls *tls = NULL;
+    if (tc.cert_file || tc.key_file || tc.client_ca_file || https_port >= 0) {
+        char tls_err[1024];
+        if (!tc.cert_file || !tc.key_file) {
+            LOG_E("main", "HTTPS needs both --tls-cert and --tls-key (RF_TLS_CERT, RF_TLS_KEY)");
+            return 2;
+        }
+        if (http_tls_new(&tc, &tls, tls_err, sizeof tls_err)) {
+            LOG_E("main", "%s", tls_err);
+            return 2;
+        }
+        hc.tls = tls;
+        if (https_port < 0 || https_port == hc.port) {
+            hc.tls_port = hc.port;
+            hc.port = -1;
+        } else {
+            hc.tls_port = https_port;
+        }
+    }
     static struct ha_config ha;
     char ha_err[512] = "";
     if (ha_config_from_env(&ha, ha_err, sizeof ha_err)) {
@@ -236,10 +296,15 @@ int main(int argc, char **argv)
         LOG_I("main", "cluster of %zu nodes: this is %s (raft %s:%u, http %u), write concern %s",
               ha.n_nodes, me->name, me->host, me->raft_port, me->http_port,
               ha_write_concern_name(ha.write_concern));
-        if (me->http_port != hc.port)
-            LOG_W("main", "--port %u differs from this node's HTTP port %u in RF_HA_NODES: "
-                  "redirects from other nodes will name %u", hc.port, me->http_port,
-                  me->http_port);
+        /* Clients are sent to other nodes' http_port with one scheme: https when this
+         * node's own http_port is its HTTPS port (unless RF_HA_HTTP_SCHEME says otherwise). */
+        if (!ha.https_set)
+            ha.https = tls && me->http_port == hc.tls_port;
+        int client_port = ha.https ? hc.tls_port : hc.port;
+        if (me->http_port != client_port)
+            LOG_W("main", "this node's %s port is %d but RF_HA_NODES names %u: redirects from "
+                  "other nodes will name %s://%s:%u", ha.https ? "HTTPS" : "HTTP", client_port,
+                  me->http_port, ha.https ? "https" : "http", me->host, me->http_port);
     }
     env = getenv("RF_INLINE_SYNC");
     if (env && *env)
@@ -278,6 +343,7 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -315,16 +381,38 @@ int main(int argc, char **argv)
     struct http_server *srv;
     rc = http_server_start(&hc, &srv);
     if (rc) {
-        LOG_E("main", "cannot listen on %s:%d: %s", hc.bind_addr, hc.port, err_message(rc));
+        LOG_E("main", "cannot listen on %s port %d%s%d: %s", hc.bind_addr, hc.port,
+              tls ? " / HTTPS port " : "", tls ? hc.tls_port : 0, err_message(rc));
         core_stop(core);
         core_close(core);
         return 1;
     }
     api_set_server(api, srv);
-    LOG_I("main", "ayder listening on %s:%d (%d workers, data in %s)", hc.bind_addr,
-          http_server_port(srv), hc.workers, cc.data_dir);
+    if (http_server_port(srv) >= 0)
+        LOG_I("main", "ayder listening on %s:%d (%d workers, data in %s)", hc.bind_addr,
+              http_server_port(srv), hc.workers, cc.data_dir);
+    if (tls)
+        LOG_I("main", "ayder listening for HTTPS on %s:%d%s (%d workers, data in %s)",
+              hc.bind_addr, http_server_tls_port(srv),
+              http_tls_client_auth(tls) ? ", client certificates required" : "", hc.workers,
+              cc.data_dir);
     int sig = 0;
-    sigwait(&set, &sig);
+    for (;;) {
+        sigwait(&set, &sig);
+        if (sig != SIGHUP)
+            break;
+        /* SIGHUP: new connections get the re-read certificate, key and CA; open ones keep
+         * theirs. A reload that fails keeps the current files in use. */
+        if (!tls) {
+            LOG_I("main", "SIGHUP: nothing to reload (HTTPS is off)");
+            continue;
+        }
+        char tls_err[1024];
+        if (http_tls_reload(tls, tls_err, sizeof tls_err) == 0)
+            LOG_I("main", "SIGHUP: HTTPS certificate reloaded from %s", tc.cert_file);
+        else
+            LOG_E("main", "SIGHUP: reload failed, keeping the current certificate: %s", tls_err);
+    }
     LOG_I("main", "signal %d: shutting down", sig);
     /* Subscription streams first, while the core still takes their final auto-commits: each
      * gets an `end` event (reason shutdown, its resume id). Then the core: it finishes
@@ -337,6 +425,7 @@ int main(int argc, char **argv)
     api_free(api);
     core_close(core);
     auth_free(auth);
+    http_tls_free(tls);
     LOG_I("main", "stopped cleanly");
     return 0;
 }

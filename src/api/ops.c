@@ -81,6 +81,11 @@ static void write_http_stats(struct api *a, struct sbuf *b)
     metrics_write_counter(b, "ayder_http_sent_bytes_total", "Bytes written to clients.", hs.bytes_out);
     metrics_write_counter(b, "ayder_http_parse_errors_total", "Requests rejected by the HTTP parser or a limit.", hs.parse_errors);
     metrics_write_counter(b, "ayder_http_timeouts_total", "Requests closed by the header/body timeout.", hs.timeouts);
+    if (hs.tls) {
+        metrics_write_counter(b, "ayder_https_handshakes_total", "Completed client TLS handshakes.", hs.tls_handshakes);
+        metrics_write_counter(b, "ayder_https_handshake_failures_total", "Client TLS handshakes that failed (garbage, refused or missing client certificate, protocol errors).", hs.tls_handshake_failures);
+        metrics_write_counter(b, "ayder_https_certificate_reloads_total", "Successful certificate reloads (SIGHUP).", hs.tls_reloads);
+    }
 }
 
 /* --- per-partition and per-group families ------------------------------------------------- */

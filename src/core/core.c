@@ -3247,7 +3247,7 @@ uint64_t core_leader(struct core *c, char *url, size_t url_len)
     pthread_mutex_lock(&c->pub_mu);
     int i = id ? ha_find(&c->ha, id) : -1;
     if (i >= 0 && url_len)
-        ha_node_url(&c->ha.nodes[i], url, url_len);
+        ha_config_node_url(&c->ha, &c->ha.nodes[i], url, url_len);
     pthread_mutex_unlock(&c->pub_mu);
     return id;
 }
@@ -3305,7 +3305,7 @@ void core_ha_status(struct core *c, struct core_ha_status *o)
         struct core_peer_status *ps = &o->peers[o->n_peers++];
         memcpy(ps->name, nodes[i].name, sizeof ps->name); /* both HA_NAME_MAX, NUL-terminated */
         ps->name[sizeof ps->name - 1] = 0;
-        ha_node_url(&nodes[i], ps->url, sizeof ps->url);
+        ha_config_node_url(&c->ha, &nodes[i], ps->url, sizeof ps->url);
         ps->self = nodes[i].id == c->self_id;
         ps->voter = voter || !conf.n_voters;
         struct transport_peer_state tps;

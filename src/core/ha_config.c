@@ -288,6 +288,15 @@ int ha_config_from_env(struct ha_config *c, char *err, size_t err_len)
                  "RF_HA_ELECTION_TIMEOUT_MS");
         return ERR_INVALID;
     }
+    const char *sch = getenv("RF_HA_HTTP_SCHEME");
+    if (sch && *sch) {
+        if (strcmp(sch, "http") != 0 && strcmp(sch, "https") != 0) {
+            snprintf(err, err_len, "RF_HA_HTTP_SCHEME must be http or https");
+            return ERR_INVALID;
+        }
+        c->https = strcmp(sch, "https") == 0;
+        c->https_set = true;
+    }
     c->tls = env_flag("RF_HA_TLS");
     if (c->tls && ((rc = env_path("RF_HA_TLS_CA", c->tls_ca, err, err_len)) ||
                    (rc = env_path("RF_HA_TLS_CERT", c->tls_cert, err, err_len)) ||
@@ -296,12 +305,23 @@ int ha_config_from_env(struct ha_config *c, char *err, size_t err_len)
     return 0;
 }
 
-void ha_node_url(const struct ha_node *n, char *out, size_t out_len)
+static void node_url(const struct ha_node *n, const char *scheme, char *out, size_t out_len)
 {
     if (strchr(n->host, ':'))
-        snprintf(out, out_len, "http://[%s]:%u", n->host, n->http_port);
+        snprintf(out, out_len, "%s://[%s]:%u", scheme, n->host, n->http_port);
     else
-        snprintf(out, out_len, "http://%s:%u", n->host, n->http_port);
+        snprintf(out, out_len, "%s://%s:%u", scheme, n->host, n->http_port);
+}
+
+void ha_node_url(const struct ha_node *n, char *out, size_t out_len)
+{
+    node_url(n, "http", out, out_len);
+}
+
+void ha_config_node_url(const struct ha_config *c, const struct ha_node *n, char *out,
+                        size_t out_len)
+{
+    node_url(n, c->https ? "https" : "http", out, out_len);
 }
 
 int ha_find(const struct ha_config *c, uint64_t id)

@@ -20,6 +20,10 @@
  *   RF_HA_DEDICATED_WORKER=0|1 accepted (the core thread is always dedicated)
  *   RF_HA_ELECTION_TIMEOUT_MS (default 1000), RF_HA_HEARTBEAT_MS (default 100)
  *   RF_HA_TLS=1 RF_HA_TLS_CA RF_HA_TLS_CERT RF_HA_TLS_KEY   mTLS between nodes
+ *   RF_HA_HTTP_SCHEME=http|https  the scheme of every node's client URL (leader_url, the 307
+ *                              Location): the http_port of RF_HA_NODES is the port clients are
+ *                              sent to, so with https it is each node's HTTPS port. Unset: main
+ *                              picks https when this node serves HTTPS on its own http_port.
  */
 #ifndef AYDER_CORE_HA_CONFIG_H
 #define AYDER_CORE_HA_CONFIG_H
@@ -62,6 +66,8 @@ struct ha_config {
     uint32_t election_timeout_ms, heartbeat_ms;
     bool tls;
     char tls_ca[HA_PATH_MAX], tls_cert[HA_PATH_MAX], tls_key[HA_PATH_MAX];
+    bool https;                  /* client URLs are https:// (RF_HA_HTTP_SCHEME) */
+    bool https_set;              /* RF_HA_HTTP_SCHEME was given */
 };
 
 /* Defaults (single node, concern majority, 1000/100 ms). */
@@ -75,6 +81,9 @@ const char *ha_write_concern_name(enum write_concern wc);
 int ha_config_from_env(struct ha_config *c, char *err, size_t err_len);
 /* "http://host:port" (IPv6 in brackets) of node i. */
 void ha_node_url(const struct ha_node *n, char *out, size_t out_len);
+/* The same with the cluster's client scheme (c->https): "https://host:port" or "http://...". */
+void ha_config_node_url(const struct ha_config *c, const struct ha_node *n, char *out,
+                        size_t out_len);
 /* The cluster id for a cluster name. */
 uint64_t ha_cluster_id(const char *name);
 /* Parse one "id:host:raft_port:priority[:http_port]" item. */

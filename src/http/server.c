@@ -47,8 +47,16 @@
  *   stream states:  NONE --begin--> OPEN --end--> ENDED --(flushed | conn closed)--> OVER
  *                                     \------------------(conn closed)-----------------^
  *                   OVER is entered in stream_closed_cb, which runs the owner's close function.
+ *  8. HTTPS (tls.h) lives at the socket edge only: on_read decrypts into c->in and conn_write
+ *     seals c->out into ciphertext just before writing, so parsing, pipelining, limits and
+ *     deadlines are the HTTP ones unchanged. A connection accepted on the HTTPS listener has the
+ *     header deadline from its accept until its first complete request head, handshake
+ *     included, so a half-open handshake is dropped like a slow head. Anything queued before
+ *     the handshake completed (a 408, an overload 503) cannot be sent: the connection closes
+ *     instead. A handshake or record failure closes that connection only.
  */
 #include "http/server.h"
+#include "http/tls.h"
 
 #include "base/alloc.h"
 #include "base/assert.h"
@@ -146,17 +154,20 @@ struct conn {
     int live_reqs;              /* requests not yet freed that point at this conn */
     struct http_req *stream;    /* the open streaming response, if any (rule 7) */
     struct http_req *ended;     /* ended streams whose bytes are not all written yet */
+    struct http_tls_conn *tls;  /* HTTPS: records in/out of c->in and c->out (rule 8) */
 };
 
 struct worker {
     struct http_server *srv;
     int idx;
     uv_loop_t loop;
-    uv_tcp_t listener;
+    uv_tcp_t listener;          /* plain HTTP (when has_plain) */
+    uv_tcp_t listener_tls;      /* HTTPS (when has_tls) */
     uv_async_t async;
     uv_timer_t sweep;
     pthread_t thread;
-    int listen_fd;
+    int listen_fd, listen_tls_fd;
+    bool has_plain, has_tls;
     struct conn *conns;
     struct http_req *free_reqs;
     int free_count;
@@ -175,7 +186,7 @@ struct http_server {
     struct http_server_config cfg;
     struct worker *workers;
     int nworkers;
-    int port;
+    int port, tls_port;
     _Atomic uint64_t conns_open, conns_total, conns_rejected, bytes_in, bytes_out, requests,
         parse_errors, timeouts;
 };
@@ -186,6 +197,7 @@ static void conn_close(struct conn *c);
 static void req_release(struct http_req *r);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void on_read_tls(struct conn *c, const uint8_t *p, size_t n);
 static void stream_notify(struct http_req *r, bool aborted);
 static void stream_check_drain(struct conn *c);
 
@@ -771,6 +783,12 @@ static void conn_write(struct conn *c)
         stream_check_drain(c);
         return;
     }
+    /* HTTPS (rule 8): c->out becomes ciphertext here -- handshake records, the data, then
+     * close_notify when this is the connection's last output. */
+    if (c->tls && http_tls_conn_seal(c->tls, &c->out, c->close_when_flushed) < 0) {
+        conn_close(c);
+        return;
+    }
     if (c->out.len) {
         struct http_server *s = c->w->srv;
         uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
@@ -884,6 +902,8 @@ static void conn_close(struct conn *c)
         cur->conn = NULL;
         req_release(cur);
     }
+    http_tls_conn_free(c->tls); /* nothing reads or writes after uv_close */
+    c->tls = NULL;
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
@@ -1137,11 +1157,44 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     atomic_fetch_add_explicit(&s->bytes_in, (uint64_t)nread, memory_order_relaxed);
     if (c->state == CONN_CLOSING)
         return; /* discard input after a close-delimited request or an error */
+    if (c->tls) {
+        on_read_tls(c, (const uint8_t *)buf->base, (size_t)nread);
+        return;
+    }
     /* c->in is bounded (sbuf max): a head is at most limits.head_max, bodies move out as they
      * arrive, and reading stops while the pipeline is full, so overflow means abuse. */
     sbuf_append(&c->in, buf->base, (size_t)nread);
     if (!sbuf_ok(&c->in)) {
         conn_close(c);
+        return;
+    }
+    conn_process(c);
+}
+
+/* HTTPS read path (rule 8): decrypt into c->in (same bound as plain bytes), then parse. */
+static void on_read_tls(struct conn *c, const uint8_t *p, size_t n)
+{
+    size_t before = c->in.len;
+    int rc = http_tls_conn_read(c->tls, p, n, &c->in);
+    if (rc < 0) {
+        /* garbage, a refused client certificate, close_notify: this connection only. The
+         * alert (if any) goes out best-effort, without waiting for the socket. */
+        uint8_t alert[256];
+        size_t an = c->writing ? 0 : http_tls_conn_take(c->tls, alert, sizeof alert);
+        if (an) {
+            uv_buf_t b = uv_buf_init((char *)alert, (unsigned)an);
+            (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        }
+        conn_close(c);
+        return;
+    }
+    if (!sbuf_ok(&c->in)) {
+        conn_close(c);
+        return;
+    }
+    if (c->in.len == before) {
+        /* handshake progress only: send the reply; the header deadline keeps running */
+        conn_write(c);
         return;
     }
     conn_process(c);
@@ -1181,6 +1234,17 @@ static void on_connection(uv_stream_t *server, int status)
     w->conns = c;
     uint64_t open = atomic_fetch_add(&s->conns_open, 1) + 1;
     atomic_fetch_add_explicit(&s->conns_total, 1, memory_order_relaxed);
+    bool https = server == (uv_stream_t *)&w->listener_tls;
+    if (open > s->cfg.max_connections && https) {
+        /* no handshake for a connection we refuse: a 503 could not be sent before one */
+        atomic_fetch_add_explicit(&s->conns_rejected, 1, memory_order_relaxed);
+        conn_close(c);
+        return;
+    }
+    if (https && http_tls_conn_new(s->cfg.tls, &c->tls) < 0) {
+        conn_close(c);
+        return;
+    }
     if (open > s->cfg.max_connections) {
         atomic_fetch_add_explicit(&s->conns_rejected, 1, memory_order_relaxed);
         struct http_req *r = req_new(c);
@@ -1242,8 +1306,10 @@ static void on_async(uv_async_t *a)
          * post) before the async handle goes */
         while (run_posts(w, NULL))
             ;
-        if (!uv_is_closing((uv_handle_t *)&w->listener))
+        if (w->has_plain && !uv_is_closing((uv_handle_t *)&w->listener))
             uv_close((uv_handle_t *)&w->listener, NULL);
+        if (w->has_tls && !uv_is_closing((uv_handle_t *)&w->listener_tls))
+            uv_close((uv_handle_t *)&w->listener_tls, NULL);
         if (!uv_is_closing((uv_handle_t *)&w->sweep))
             uv_close((uv_handle_t *)&w->sweep, NULL);
         if (!uv_is_closing((uv_handle_t *)&w->async))
@@ -1332,11 +1398,22 @@ static int open_listener(const struct http_server_config *cfg, int port, int *fd
     return 0;
 }
 
+static int bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return 0;
+    return ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                         : ((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
 void http_server_config_default(struct http_server_config *c)
 {
     memset(c, 0, sizeof *c);
     c->bind_addr = "0.0.0.0";
     c->port = 1109;
+    c->tls_port = -1;
     c->workers = 1;
     http_limits_default(&c->limits);
     c->body_max_bytes = 64u << 20;
@@ -1360,40 +1437,61 @@ int http_server_start(const struct http_server_config *cfg, struct http_server *
         xfree(s);
         return ERR_NOMEM;
     }
-    int port = cfg->port;
+    if (cfg->port < 0 && !cfg->tls) {
+        xfree(s->workers);
+        xfree(s);
+        return ERR_INVALID; /* no listener at all */
+    }
+    /* Every worker gets its own SO_REUSEPORT socket per listener (port 0: the first picks one,
+     * the others join it). */
+    int port = cfg->port, tls_port = cfg->tls ? cfg->tls_port : -1;
     int rc = 0;
     int i;
     for (i = 0; i < s->nworkers; i++) {
         struct worker *w = &s->workers[i];
         w->srv = s;
         w->idx = i;
-        rc = open_listener(cfg, port, &w->listen_fd);
-        if (rc)
+        w->listen_fd = w->listen_tls_fd = -1;
+        if (port >= 0 && (rc = open_listener(cfg, port, &w->listen_fd)) != 0)
             break;
-        if (port == 0) {
-            struct sockaddr_storage ss;
-            socklen_t sl = sizeof ss;
-            getsockname(w->listen_fd, (struct sockaddr *)&ss, &sl);
-            port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-                                                 : ((struct sockaddr_in6 *)&ss)->sin6_port);
-        }
+        if (tls_port >= 0 && (rc = open_listener(cfg, tls_port, &w->listen_tls_fd)) != 0)
+            break;
+        w->has_plain = port >= 0;
+        w->has_tls = tls_port >= 0;
+        if (port == 0)
+            port = bound_port(w->listen_fd);
+        if (tls_port == 0)
+            tls_port = bound_port(w->listen_tls_fd);
     }
     if (rc) {
-        for (int k = 0; k < i; k++)
-            close(s->workers[k].listen_fd);
+        for (int k = 0; k <= i && k < s->nworkers; k++) {
+            if (s->workers[k].listen_fd >= 0)
+                close(s->workers[k].listen_fd);
+            if (s->workers[k].listen_tls_fd >= 0)
+                close(s->workers[k].listen_tls_fd);
+        }
         xfree(s->workers);
         xfree(s);
         return rc;
     }
     s->port = port;
+    s->tls_port = tls_port;
     for (i = 0; i < s->nworkers; i++) {
         struct worker *w = &s->workers[i];
         uv_loop_init(&w->loop);
         pthread_mutex_init(&w->post_mu, NULL);
-        uv_tcp_init(&w->loop, &w->listener);
-        w->listener.data = w;
-        uv_tcp_open(&w->listener, w->listen_fd);
-        uv_listen((uv_stream_t *)&w->listener, 4096, on_connection);
+        if (w->has_plain) {
+            uv_tcp_init(&w->loop, &w->listener);
+            w->listener.data = w;
+            uv_tcp_open(&w->listener, w->listen_fd);
+            uv_listen((uv_stream_t *)&w->listener, 4096, on_connection);
+        }
+        if (w->has_tls) {
+            uv_tcp_init(&w->loop, &w->listener_tls);
+            w->listener_tls.data = w;
+            uv_tcp_open(&w->listener_tls, w->listen_tls_fd);
+            uv_listen((uv_stream_t *)&w->listener_tls, 4096, on_connection);
+        }
         uv_async_init(&w->loop, &w->async, on_async);
         w->async.data = w;
         uv_timer_init(&w->loop, &w->sweep);
@@ -1406,6 +1504,7 @@ int http_server_start(const struct http_server_config *cfg, struct http_server *
 }
 
 int http_server_port(const struct http_server *s) { return s->port; }
+int http_server_tls_port(const struct http_server *s) { return s->tls_port; }
 
 void http_server_stop(struct http_server *s)
 {
@@ -1457,4 +1556,13 @@ void http_server_stats(const struct http_server *s, struct http_server_stats *st
     st->requests = atomic_load(&s->requests);
     st->parse_errors = atomic_load(&s->parse_errors);
     st->timeouts = atomic_load(&s->timeouts);
+    st->tls = s->cfg.tls != NULL;
+    st->tls_handshakes = st->tls_handshake_failures = st->tls_reloads = 0;
+    if (s->cfg.tls) {
+        struct http_tls_stats ts;
+        http_tls_stats(s->cfg.tls, &ts);
+        st->tls_handshakes = ts.handshakes;
+        st->tls_handshake_failures = ts.handshake_failures;
+        st->tls_reloads = ts.reloads;
+    }
 }

@@ -38,13 +38,20 @@
 
 struct http_server;
 struct http_req;
+struct http_tls;
 
 typedef void (*http_handler_fn)(void *ctx, struct http_req *req);
 typedef void (*http_req_fn)(struct http_req *req, void *arg);
 
 struct http_server_config {
     const char *bind_addr;     /* default "0.0.0.0" */
-    int port;                  /* 0 = pick a free port (see http_server_port) */
+    int port;                  /* plain HTTP; 0 = pick a free port (see http_server_port);
+                                * -1 = none (HTTPS only) */
+    /* HTTPS (http/tls.h): with tls set, a second listener on tls_port (0 = pick a free port)
+     * speaks TLS; everything above it -- parsing, pipelining, limits, deadlines -- is the same.
+     * The context is borrowed: it must outlive the server (reloading it is fine). */
+    struct http_tls *tls;
+    int tls_port;
     int workers;               /* >= 1 */
     struct http_limits limits; /* request line, head, header count */
     uint64_t body_max_bytes;
@@ -68,13 +75,16 @@ void http_server_config_default(struct http_server_config *c);
 /* Bind every worker's socket (errors such as EADDRINUSE are returned here, before any thread
  * starts) and start the worker threads. */
 int http_server_start(const struct http_server_config *c, struct http_server **out);
-int http_server_port(const struct http_server *s);
+int http_server_port(const struct http_server *s);     /* -1: no plain HTTP listener */
+int http_server_tls_port(const struct http_server *s); /* -1: no HTTPS listener */
 /* Stop accepting, close all connections, join the workers, free. */
 void http_server_stop(struct http_server *s);
 
 struct http_server_stats {
     uint64_t connections_open, connections_total, connections_rejected;
     uint64_t bytes_in, bytes_out, requests, parse_errors, timeouts;
+    bool tls;                   /* HTTPS is on: the three below are meaningful */
+    uint64_t tls_handshakes, tls_handshake_failures, tls_reloads;
 };
 void http_server_stats(const struct http_server *s, struct http_server_stats *st);
 

@@ -38,6 +38,15 @@ TEST(ha_config_nodes_http_port_ipv6_names)
     char url[128];
     ha_node_url(&c.nodes[0], url, sizeof url);
     CHECK(strcmp(url, "http://[::1]:8001") == 0);
+    /* RF_HA_HTTP_SCHEME=https: the same addresses with https */
+    c.https = true;
+    ha_config_node_url(&c, &c.nodes[0], url, sizeof url);
+    CHECK(strcmp(url, "https://[::1]:8001") == 0);
+    ha_config_node_url(&c, &c.nodes[1], url, sizeof url);
+    CHECK(strcmp(url, "https://host-b.example:9000") == 0);
+    c.https = false;
+    ha_config_node_url(&c, &c.nodes[1], url, sizeof url);
+    CHECK(strcmp(url, "http://host-b.example:9000") == 0);
     /* the cluster id depends on the cluster name only, not on the (changing) member list */
     REQUIRE(ha_parse_nodes(&d, "b:host-b.example:7002:5:9000", err, sizeof err) == 0);
     CHECK(c.cluster_id == d.cluster_id);
