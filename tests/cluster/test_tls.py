@@ -41,7 +41,11 @@ def test_mtls_cluster(make_cluster, tmp_path):
     for node in c.nodes[:2]:
         node.start()
     c.nodes[2].start()
-    li = c.wait_leader(idx=[0, 1], timeout=60)
+    # n2 may win the first election and then hand leadership to n1 (priority): wait for n1, so
+    # the write below is not sent into the hand-over (a 307 that requests follows without the
+    # token, since it changes host)
+    li = wait_for(lambda: ("ok", 0) if c.find_leader([0, 1]) == 0 else None, 60,
+                  "n1 to lead (known by n1 and n2)")[1]
     s = c.session
     r = s.post(c[li].url + "/broker/topics/tls/produce?partition=0", data="over-tls", timeout=10)
     assert r.status_code == 200 and r.json()["write_concern"] == "majority", r.text
