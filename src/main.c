@@ -137,8 +137,14 @@ static int parse_u64(const char *flag, const char *v, uint64_t min, uint64_t max
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && cli_is_command(argv[1]))
+    int ci = cli_command_index(argc, argv);
+    if (ci > 0) {
+        /* The subcommand first, then the client options that preceded it, then the rest. */
+        char *sub = argv[ci];
+        memmove(&argv[2], &argv[1], (size_t)(ci - 1) * sizeof *argv);
+        argv[1] = sub;
         return cli_main(argc - 1, argv + 1);
+    }
     if (argc > 1 && strcmp(argv[1], "bench") == 0)
         return bench_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "logdump") == 0) {

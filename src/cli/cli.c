@@ -50,6 +50,28 @@ bool cli_is_command(const char *name)
     return false;
 }
 
+int cli_command_index(int argc, char **argv)
+{
+    /* Client options may come before the subcommand: `ayder -J --url U topics list`. */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (cli_is_command(a))
+            return i;
+        if (!strcmp(a, "-J") || !strcmp(a, "--json"))
+            continue;
+        if ((!strcmp(a, "--url") || !strcmp(a, "--token") || !strcmp(a, "--timeout-ms")) &&
+            i + 1 < argc) {
+            i++;
+            continue;
+        }
+        if (!strncmp(a, "--url=", 6) || !strncmp(a, "--token=", 8) ||
+            !strncmp(a, "--timeout-ms=", 13))
+            continue;
+        return 0;
+    }
+    return 0;
+}
+
 /* ---- options -------------------------------------------------------------------------------- */
 
 static const struct opt *find_opt(const struct opt *t, const char *name, char short_name)

@@ -24,6 +24,9 @@ enum cli_exit {
 
 /* Is argv[1] one of the CLI's subcommands? */
 bool cli_is_command(const char *name);
+/* The index of the subcommand in argv when every argument before it (from 1) is a client
+ * option (-J, --url U, --token T, --timeout-ms N), else 0. */
+int cli_command_index(int argc, char **argv);
 /* Run `ayder <subcommand> ...` (argv[0] is the subcommand); returns the exit code. */
 int cli_main(int argc, char **argv);
 /* The exit-code table and environment, for `ayder --help`. */
