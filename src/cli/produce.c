@@ -437,7 +437,8 @@ static struct batch *read_batch(struct prod *p, int fd, struct sbuf *carry, bool
             b->data = d;
             b->cap = want;
         }
-        memcpy(b->data, carry->data, carry->len);
+        if (carry->len)
+            memcpy(b->data, carry->data, carry->len);
         b->len = carry->len;
         sbuf_reset(carry);
         while (!*eof && b->len < b->cap) {
