@@ -505,11 +505,11 @@ static struct batch *read_batch(struct prod *p, int fd, struct sbuf *carry, bool
 static void fmt_count(char *buf, size_t cap, double v)
 {
     if (v >= 1e9)
-        snprintf(buf, cap, "%.2f G", v / 1e9);
+        snprintf(buf, cap, "%.2f G ", v / 1e9);
     else if (v >= 1e6)
-        snprintf(buf, cap, "%.2f M", v / 1e6);
+        snprintf(buf, cap, "%.2f M ", v / 1e6);
     else if (v >= 1e3)
-        snprintf(buf, cap, "%.1f k", v / 1e3);
+        snprintf(buf, cap, "%.1f k ", v / 1e3);
     else
         snprintf(buf, cap, "%.0f ", v);
 }
