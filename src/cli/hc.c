@@ -90,7 +90,9 @@ int hc_set_base(struct hc *c, const char *url)
 
 static void set_timeouts(struct hc *c, int fd, bool streaming)
 {
-    int ms = streaming ? 0 : c->timeout_ms;
+    /* A stream is quiet between records, but the server sends a heartbeat at least every 15 s
+     * (subscriptions; follow queries default to it too): three missed ones mean a dead peer. */
+    int ms = streaming ? HC_STREAM_IDLE_MS : c->timeout_ms;
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     if (!streaming)

@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #define HC_REDIRECTS_MAX 5
+#define HC_STREAM_IDLE_MS 45000 /* a stream silent this long (3 heartbeats) is dead */
 
 struct hc {
     struct http_url url;
@@ -68,8 +69,8 @@ int hc_request(struct hc *c, const char *method, const char *path, const char *c
 int hc_stream_open(struct hc *c, const char *method, const char *path, const char *const *headers,
                    const char *ctype, const void *body, size_t body_len, struct hc_resp *out);
 /* Append decoded body bytes to *out. Returns 1 at the end of the answer, 0 after appending at
- * least one byte, or an ERR_*. Blocks until bytes arrive (ignores timeout_ms: a quiet stream is
- * not an error; the server's heartbeats keep it alive). */
+ * least one byte, or an ERR_*. Blocks until bytes arrive, at most HC_STREAM_IDLE_MS (not
+ * timeout_ms: a quiet stream is not an error, the server's heartbeats keep it alive). */
 int hc_stream_read(struct hc *c, struct sbuf *out);
 
 /* The building blocks of pipelining (produce): write one request without reading, then read

@@ -453,9 +453,10 @@ static struct batch *read_batch(struct prod *p, int fd, struct sbuf *carry, bool
             if (k == 0)
                 *eof = true;
             b->len += (size_t)k;
-            /* A pipe hands out what it has: send what we have once the pipe is quiet rather than
-             * wait for a full batch (an interactive `ayder produce` sends each line... almost). */
-            if (k > 0 && (size_t)k < 65536 && b->len >= 4096 && memchr(b->data + b->len - (size_t)k, '\n', (size_t)k)) {
+            /* A pipe or terminal hands out what it has: once a read comes back short (the writer
+             * is slower than us) send the complete lines we hold rather than wait for a full
+             * batch, so `tail -f app.log | ayder produce logs` streams line by line. */
+            if (k > 0 && (size_t)k < 65536 && memchr(b->data + b->len - (size_t)k, '\n', (size_t)k)) {
                 struct stat st;
                 if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode))
                     break;
