@@ -6,12 +6,15 @@
  *   ayder bench ...            the load generator (src/bench)
  *   ayder logdump PATH         print a journal (.seg) or partition log (.log) segment
  *   ayder logcheck DIR [--repair]   verify a data directory
+ *   ayder produce|consume|tail|topics|groups|kv|query|cluster|completion ...
+ *                              the command-line client (src/cli, an HTTP client of the API)
  */
 #include "api/api.h"
 #include "api/auth.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "bench/bench.h"
+#include "cli/cli.h"
 #include "core/core.h"
 #include "http/server.h"
 #include "http/tls.h"
@@ -35,6 +38,7 @@ static void usage(FILE *f)
             "       ayder bench [options]      load generator (ayder bench --help)\n"
             "       ayder logdump PATH         print a journal or partition log segment\n"
             "       ayder logcheck DIR [--repair]  verify every CRC of a data directory\n"
+            "       ayder SUBCOMMAND ...       the client (below; docs/CLI.md)\n"
             "\n"
             "options (environment variable in brackets):\n"
             "  --port N                 HTTP port (1109); HTTPS when TLS is on and no\n"
@@ -103,7 +107,8 @@ static void usage(FILE *f)
             "  RF_HA_TLS                1: encrypt and authenticate Raft traffic (0)\n"
             "  RF_HA_TLS_CA             CA certificate file (PEM) that signs every node\n"
             "  RF_HA_TLS_CERT           this node's certificate (PEM, CN or DNS SAN = node id)\n"
-            "  RF_HA_TLS_KEY            this node's private key (PEM)\n");
+            "  RF_HA_TLS_KEY            this node's private key (PEM)\n"
+            "\n%s", cli_help_text);
 }
 
 /* One process per data directory: an exclusive flock on DATA/LOCK, held until exit. Two nodes
@@ -146,6 +151,14 @@ static int parse_u64(const char *flag, const char *v, uint64_t min, uint64_t max
 
 int main(int argc, char **argv)
 {
+    int ci = cli_command_index(argc, argv);
+    if (ci > 0) {
+        /* The subcommand first, then the client options that preceded it, then the rest. */
+        char *sub = argv[ci];
+        memmove(&argv[2], &argv[1], (size_t)(ci - 1) * sizeof *argv);
+        argv[1] = sub;
+        return cli_main(argc - 1, argv + 1);
+    }
     if (argc > 1 && strcmp(argv[1], "bench") == 0)
         return bench_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "logdump") == 0) {

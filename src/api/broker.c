@@ -9,6 +9,7 @@
  */
 #include "api/api_internal.h"
 
+#include "base/alloc.h"
 #include "base/b64.h"
 #include "base/clock.h"
 #include "base/err.h"
@@ -16,6 +17,7 @@
 #include "http/url.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------------------------------ */
@@ -806,6 +808,108 @@ static void h_group(struct rctx *x, const struct route_match *m)
     api_respond_json(x, 200, &b);
 }
 
+/* GET /broker/groups: every group that has committed an offset, with how many topics and
+ * partitions it committed and its total lag (high watermark - max(committed, start offset), as
+ * ayder_group_lag_records). The entries are copied out of the broker first (its locks are held
+ * only for that copy), then sorted by (group, topic) and folded. */
+struct glist_ent {
+    char *group, *topic;
+    uint64_t lag;
+};
+struct glist {
+    struct glist_ent *e;
+    size_t n, cap;
+    bool oom;
+};
+
+static void glist_fn(void *ctx, struct slice topic, struct slice group, uint32_t partition,
+                     uint64_t committed, uint64_t start, uint64_t hw)
+{
+    (void)partition;
+    struct glist *g = ctx;
+    if (g->oom)
+        return;
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 64;
+        struct glist_ent *e = xrealloc(g->e, cap * sizeof *e);
+        if (!e) {
+            g->oom = true;
+            return;
+        }
+        g->e = e;
+        g->cap = cap;
+    }
+    uint64_t from = committed > start ? committed : start;
+    struct glist_ent *e = &g->e[g->n];
+    e->group = xstrndup((const char *)group.ptr, group.len);
+    e->topic = xstrndup((const char *)topic.ptr, topic.len);
+    e->lag = hw > from ? hw - from : 0;
+    if (!e->group || !e->topic) {
+        xfree(e->group);
+        xfree(e->topic);
+        g->oom = true;
+        return;
+    }
+    g->n++;
+}
+
+static int glist_cmp(const void *a, const void *b)
+{
+    const struct glist_ent *x = a, *y = b;
+    int c = strcmp(x->group, y->group);
+    return c ? c : strcmp(x->topic, y->topic);
+}
+
+static void h_groups_list(struct rctx *x, const struct route_match *m)
+{
+    (void)m;
+    struct glist g = {0};
+    int rc = broker_each_committed(x->api->broker, glist_fn, &g);
+    if (rc || g.oom) {
+        for (size_t i = 0; i < g.n; i++) {
+            xfree(g.e[i].group);
+            xfree(g.e[i].topic);
+        }
+        xfree(g.e);
+        api_respond_error(x, ERR_NOMEM, NULL);
+        return;
+    }
+    qsort(g.e, g.n, sizeof *g.e, glist_cmp);
+    struct sbuf b;
+    sbuf_init(&b, 0);
+    struct jw w;
+    jw_init(&w, &b);
+    jw_obj_open(&w);
+    jw_kbool(&w, "ok", true);
+    jw_key(&w, "groups");
+    jw_arr_open(&w);
+    for (size_t i = 0; i < g.n;) {
+        size_t j = i, topics = 0;
+        uint64_t lag = 0;
+        for (; j < g.n && strcmp(g.e[j].group, g.e[i].group) == 0; j++) {
+            if (j == i || strcmp(g.e[j].topic, g.e[j - 1].topic) != 0)
+                topics++;
+            lag += g.e[j].lag;
+        }
+        jw_obj_open(&w);
+        jw_key(&w, "group");
+        jw_strn(&w, (const uint8_t *)g.e[i].group, strlen(g.e[i].group));
+        jw_ku64(&w, "topics", topics);
+        jw_ku64(&w, "partitions", j - i);
+        jw_ku64(&w, "lag", lag);
+        jw_obj_close(&w);
+        i = j;
+    }
+    jw_arr_close(&w);
+    jw_obj_close(&w);
+    for (size_t i = 0; i < g.n; i++) {
+        xfree(g.e[i].group);
+        xfree(g.e[i].topic);
+    }
+    xfree(g.e);
+    api_respond_json(x, 200, &b);
+}
+
 static void h_commit(struct rctx *x, const struct route_match *m)
 {
     (void)m;
@@ -840,6 +944,7 @@ const struct api_route api_broker_routes[] = {
     {"GET", "/broker/topics", "topics_list", SCOPE_CONSUME, API_READ, h_topics_list},
     {"GET", "/broker/topics/:topic", "topic_get", SCOPE_CONSUME, API_READ, h_topic_get},
     {"DELETE", "/broker/topics/:topic", "topic_delete", SCOPE_ADMIN, API_WRITE, h_topic_delete},
+    {"GET", "/broker/groups", "groups_list", SCOPE_CONSUME, API_READ, h_groups_list},
     {"GET", "/broker/groups/:group", "group", SCOPE_CONSUME, API_READ, h_group},
     {"GET", "/broker/groups/:group/:topic", "group_topic", SCOPE_CONSUME, API_READ, h_group},
     {"POST", "/broker/delete-before", "delete_before", SCOPE_ADMIN, API_WRITE, h_delete_before},

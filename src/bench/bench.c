@@ -199,58 +199,13 @@ static int parse_url(struct opts *o, const char *url)
     if (strlen(url) >= sizeof o->url)
         return ERR_INVALID;
     snprintf(o->url, sizeof o->url, "%s", url);
-    const char *p = url;
-    if (strncmp(p, "http://", 7) == 0)
-        p += 7;
-    else if (strstr(p, "://"))
-        return ERR_UNSUPPORTED; /* https and others */
-    const char *slash = strchr(p, '/');
-    size_t hp_len = slash ? (size_t)(slash - p) : strlen(p);
-    const char *hp_end = p + hp_len;
-    const char *colon = NULL;
-    if (*p == '[') { /* [v6]:port */
-        const char *rb = memchr(p, ']', hp_len);
-        if (!rb)
-            return ERR_INVALID;
-        if ((size_t)(rb - p - 1) >= sizeof o->host)
-            return ERR_INVALID;
-        memcpy(o->host, p + 1, (size_t)(rb - p - 1));
-        o->host[rb - p - 1] = 0;
-        if (rb + 1 < hp_end && rb[1] == ':')
-            colon = rb + 1;
-    } else {
-        colon = memchr(p, ':', hp_len);
-        size_t hl = colon ? (size_t)(colon - p) : hp_len;
-        if (hl == 0 || hl >= sizeof o->host)
-            return ERR_INVALID;
-        memcpy(o->host, p, hl);
-        o->host[hl] = 0;
-    }
-    if (colon) {
-        size_t pl = (size_t)(hp_end - colon - 1);
-        if (pl == 0 || pl >= sizeof o->port)
-            return ERR_INVALID;
-        memcpy(o->port, colon + 1, pl);
-        o->port[pl] = 0;
-        uint64_t port;
-        if (parse_u64(o->port, 65535, &port) || port == 0)
-            return ERR_INVALID;
-    } else {
-        snprintf(o->port, sizeof o->port, "80");
-    }
-    o->prefix[0] = 0;
-    if (slash) {
-        size_t l = strlen(slash);
-        while (l > 0 && slash[l - 1] == '/')
-            l--;
-        if (l >= sizeof o->prefix)
-            return ERR_INVALID;
-        memcpy(o->prefix, slash, l);
-        o->prefix[l] = 0;
-        for (size_t i = 0; i < l; i++)
-            if ((unsigned char)o->prefix[i] <= ' ' || o->prefix[i] == 0x7f)
-                return ERR_INVALID;
-    }
+    struct http_url u;
+    int rc = http_url_parse(url, &u);
+    if (rc)
+        return rc;
+    snprintf(o->host, sizeof o->host, "%s", u.host);
+    snprintf(o->port, sizeof o->port, "%s", u.port);
+    snprintf(o->prefix, sizeof o->prefix, "%s", u.prefix);
     return 0;
 }
 
@@ -830,7 +785,7 @@ static bool validate(struct run *r, struct conn *c, struct slice body, struct st
 }
 
 /* A complete response for connection c arrived at `now`. */
-static void on_response(struct worker *w, struct conn *c, const struct bench_resp *resp,
+static void on_response(struct worker *w, struct conn *c, const struct http_resp *resp,
                         uint64_t now)
 {
     struct run *r = w->run;
@@ -883,8 +838,8 @@ static void on_readable(struct worker *w, struct conn *c, uint32_t idx, uint64_t
         }
         if (c->resp_need && c->rbuf.len < c->resp_need)
             continue;
-        struct bench_resp resp;
-        int rc = bench_resp_parse(c->rbuf.data, c->rbuf.len, &c->chunk, &resp);
+        struct http_resp resp;
+        int rc = http_resp_parse(c->rbuf.data, c->rbuf.len, &c->chunk, &resp);
         if (rc < 0) {
             FAIL(w, c, now, err_protocol);
             return;
@@ -1105,10 +1060,10 @@ static int sync_request(struct sync_client *sc, const char *method, const char *
             off += (size_t)k;
         }
         sbuf_reset(&sc->resp);
-        struct bench_resp resp;
+        struct http_resp resp;
         int rc = 0;
         while (!dead) {
-            rc = bench_resp_parse(sc->resp.data, sc->resp.len, &sc->chunk, &resp);
+            rc = http_resp_parse(sc->resp.data, sc->resp.len, &sc->chunk, &resp);
             if (rc != 0)
                 break;
             uint8_t *dst = sbuf_reserve(&sc->resp, READ_CHUNK);
@@ -1549,8 +1504,8 @@ static int workers_create(struct run *r)
             c->id = t + i * o->threads;
             c->partition = c->id % o->partitions;
             sbuf_init(&c->wbuf, 0);
-            sbuf_init(&c->rbuf, BENCH_RESP_BODY_MAX + BENCH_RESP_HEADER_MAX + READ_CHUNK);
-            sbuf_init(&c->chunk, BENCH_RESP_BODY_MAX);
+            sbuf_init(&c->rbuf, HTTP_RESP_BODY_MAX + HTTP_RESP_HEADER_MAX + READ_CHUNK);
+            sbuf_init(&c->chunk, HTTP_RESP_BODY_MAX);
         }
         w->epfd = epoll_create1(EPOLL_CLOEXEC);
         if (w->epfd < 0)

@@ -5,19 +5,19 @@
  *   - struct bench_hist: a fixed-size log-linear latency histogram (HdrHistogram-style). The
  *     caller allocates it (it is ~31 KB, so usually on the heap or inside another struct); it
  *     holds no pointers and may be copied with memcpy.
- *   - bench_resp_parse(): a stateless parser for one HTTP/1.1 response in a byte buffer. The
- *     body slice it hands out borrows either the input buffer or the caller's dechunk sbuf and
- *     lives as long as whichever of the two it points into.
+ *   - bench_json_u64()/bench_json_true(): member scanners for the answers it validates (responses
+ *     themselves are parsed by http_resp_parse(), shared with the CLI: src/http/http_client.h).
  *   - bench_main(): the command itself (option parsing, setup requests, worker threads on epoll,
  *     live line on stderr, final report on stdout). It owns every socket, thread and buffer it
  *     creates and releases them all before it returns.
  *
- * bench depends only on src/base and libc/pthreads (epoll, no libuv, no server code).
+ * bench depends only on src/base, the pure http_client and libc/pthreads (epoll, no libuv, no server code).
  */
 #ifndef AYDER_BENCH_BENCH_H
 #define AYDER_BENCH_BENCH_H
 
 #include "base/buf.h"
+#include "http/http_client.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -55,27 +55,7 @@ double bench_hist_mean(const struct bench_hist *h);
 uint32_t bench_hist_index(uint64_t value_ns);
 void bench_hist_bucket_range(uint32_t index, uint64_t *lo_ns, uint64_t *hi_ns);
 
-/* ---- HTTP/1.1 response parser ------------------------------------------------------------ */
-
-#define BENCH_RESP_HEADER_MAX (64u * 1024u)
-#define BENCH_RESP_BODY_MAX (256u * 1024u * 1024u)
-
-struct bench_resp {
-    int status;          /* 100..999 */
-    size_t header_len;   /* bytes up to and including the blank line; 0 until headers complete */
-    size_t total_len;    /* bytes of the complete response (valid when parse returns 1); when
-                          * parse returns 0 with a Content-Length body, the total still needed */
-    struct slice body;   /* valid when parse returns 1 */
-    bool close;          /* "Connection: close", or HTTP/1.0 without keep-alive */
-    bool chunked;
-};
-
-/* Parse one response at the start of p[0..n).
- * Returns 1 when complete (out filled), 0 when more bytes are needed, ERR_INVALID on malformed
- * input, ERR_TOO_LARGE when a header/body limit is exceeded, ERR_UNSUPPORTED for a body delimited
- * only by connection close. A chunked body is decoded into *dechunk (reset first; may be NULL only
- * if the caller never expects chunked responses, in which case chunked gives ERR_UNSUPPORTED). */
-int bench_resp_parse(const uint8_t *p, size_t n, struct sbuf *dechunk, struct bench_resp *out);
+/* ---- JSON member scanners (answers are parsed with http_resp_parse, src/http/http_client.h) */
 
 /* Scan a JSON body for a top-level-looking member "key": <unsigned integer> (last occurrence
  * wins; whitespace around ':' allowed). Returns true and sets *v if found. Meant for bodies whose

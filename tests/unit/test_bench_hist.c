@@ -205,20 +205,20 @@ TEST(bench_hist_merge)
 
 /* ---- response parser -------------------------------------------------------------------- */
 
-static int parse_str(const char *s, struct sbuf *chunk, struct bench_resp *r)
+static int parse_str(const char *s, struct sbuf *chunk, struct http_resp *r)
 {
-    return bench_resp_parse((const uint8_t *)s, strlen(s), chunk, r);
+    return http_resp_parse((const uint8_t *)s, strlen(s), chunk, r);
 }
 
-TEST(bench_resp_content_length)
+TEST(http_resp_content_length)
 {
     const char *s = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n"
                     "\r\n{\"ok\":true}";
-    struct bench_resp r;
+    struct http_resp r;
     size_t n = strlen(s);
     /* Every prefix is incomplete, never an error; the whole is one response. */
     for (size_t k = 0; k < n; k++) {
-        int rc = bench_resp_parse((const uint8_t *)s, k, NULL, &r);
+        int rc = http_resp_parse((const uint8_t *)s, k, NULL, &r);
         if (rc != 0) {
             char m[64];
             snprintf(m, sizeof m, "prefix %zu gave %d", k, rc);
@@ -227,7 +227,7 @@ TEST(bench_resp_content_length)
         if (r.header_len)
             CHECK(r.total_len == n);
     }
-    REQUIRE(bench_resp_parse((const uint8_t *)s, n, NULL, &r) == 1);
+    REQUIRE(http_resp_parse((const uint8_t *)s, n, NULL, &r) == 1);
     CHECK(r.status == 200);
     CHECK(r.total_len == n);
     CHECK(!r.close && !r.chunked);
@@ -235,11 +235,11 @@ TEST(bench_resp_content_length)
     CHECK(bench_json_true(r.body, "ok"));
 }
 
-TEST(bench_resp_chunked_and_close)
+TEST(http_resp_chunked_and_close)
 {
     struct sbuf chunk;
     sbuf_init(&chunk, 0);
-    struct bench_resp r;
+    struct http_resp r;
     const char *s = "HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n"
                     "Connection: close\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\nEXTRA";
     REQUIRE(parse_str(s, &chunk, &r) == 1);
@@ -248,7 +248,7 @@ TEST(bench_resp_chunked_and_close)
     CHECK(slice_eq_cstr(r.body, "hello world"));
     CHECK(r.total_len == strlen(s) - 5);
     /* Truncated chunked bodies need more. */
-    CHECK(bench_resp_parse((const uint8_t *)s, strlen(s) - 10, &chunk, &r) == 0);
+    CHECK(http_resp_parse((const uint8_t *)s, strlen(s) - 10, &chunk, &r) == 0);
     CHECK(parse_str("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", NULL, &r) ==
           ERR_UNSUPPORTED);
     CHECK(parse_str("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", &chunk, &r) ==
@@ -256,9 +256,9 @@ TEST(bench_resp_chunked_and_close)
     sbuf_free(&chunk);
 }
 
-TEST(bench_resp_malformed)
+TEST(http_resp_malformed)
 {
-    struct bench_resp r;
+    struct http_resp r;
     CHECK(parse_str("HTTX/1.1 200 OK\r\n\r\n", NULL, &r) == ERR_INVALID);
     CHECK(parse_str("HTTP/1.1 2x0 OK\r\n\r\n", NULL, &r) == ERR_INVALID);
     CHECK(parse_str("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", NULL, &r) == ERR_INVALID);
@@ -277,16 +277,16 @@ TEST(bench_resp_malformed)
     REQUIRE(parse_str("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", NULL, &r) == 1);
     CHECK(r.close);
     /* An endless header block hits the limit instead of growing. */
-    size_t n = BENCH_RESP_HEADER_MAX + 10;
+    size_t n = HTTP_RESP_HEADER_MAX + 10;
     char *big = xmalloc(n);
     REQUIRE(big);
     memcpy(big, "HTTP/1.1 200 OK\r\nX: ", 20);
     memset(big + 20, 'a', n - 20);
-    CHECK(bench_resp_parse((const uint8_t *)big, n, NULL, &r) == ERR_TOO_LARGE);
+    CHECK(http_resp_parse((const uint8_t *)big, n, NULL, &r) == ERR_TOO_LARGE);
     xfree(big);
 }
 
-TEST(bench_resp_json_scan)
+TEST(http_resp_json_scan)
 {
     struct slice b = SLICE_LIT("{\"messages\":[{\"offset\":7,\"value_b64\":\"Y291bnQ=\"}],"
                                "\"count\" : 1,\"next_offset\":8,\"committed_offset\":0}");
