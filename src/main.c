@@ -12,6 +12,7 @@
 #include "bench/bench.h"
 #include "core/core.h"
 #include "http/server.h"
+#include "kafka/server.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -65,6 +66,10 @@ static void usage(FILE *f)
             "  --subscribe-buffer-bytes N  output queued per subscriber before reading pauses (262144)\n"
             "  --subscribe-max-streams N   open subscription streams before 503 (10000)\n"
             "  --subscribe-stall-ms N      a subscriber stuck above its buffer this long is ended (30000)\n"
+            "Kafka wire protocol (docs/KAFKA.md; off unless --kafka-port is given; no authentication):\n"
+            "  --kafka-port N           Kafka listener port (off)\n"
+            "  --kafka-bind ADDR        Kafka listen address (127.0.0.1)\n"
+            "  --kafka-advertise HOST   host named in Metadata answers (the bind address)\n"
             "environment:\n"
             "  RF_BEARER_TOKENS         tokens, 'tok[@scope+scope],...' (dev)\n"
             "  RF_AUTO_CREATE_TOPICS    1|0: produce creates unknown topics (1)\n"
@@ -156,6 +161,9 @@ int main(int argc, char **argv)
     struct core_config cc;
     core_config_default(&cc);
     struct api_config stream = {0}; /* the --stream-* flags */
+    struct kafka_server_config kc = {0};
+    kc.port = -1;
+    kc.bind_addr = "127.0.0.1";
     const char *env = getenv("RF_DATA_DIR");
     if (env && *env)
         cc.data_dir = env;
@@ -183,6 +191,7 @@ int main(int argc, char **argv)
         NUM("--min-free-bytes", 0, 1ull << 50, cc.min_free_bytes)
         NUM("--journal-preallocate", 0, 1, cc.journal.use_spare)
         NUM("--stream-threads", 1, 64, stream.stream_threads)
+        NUM("--kafka-port", 0, 65535, kc.port)
         NUM("--subscribe-buffer-bytes", 4096, 1ull << 30, stream.sub_buffer_bytes)
         NUM("--subscribe-max-streams", 1, 1000000, stream.sub_streams_max)
         NUM("--subscribe-stall-ms", 100, 86400000, stream.sub_stall_ms)
@@ -205,6 +214,12 @@ int main(int argc, char **argv)
 #undef NUM
         if (strcmp(a, "--bind") == 0 && v) {
             hc.bind_addr = v;
+            i++;
+        } else if (strcmp(a, "--kafka-bind") == 0 && v) {
+            kc.bind_addr = v;
+            i++;
+        } else if (strcmp(a, "--kafka-advertise") == 0 && v) {
+            kc.advertised_host = v;
             i++;
         } else if (strcmp(a, "--data-dir") == 0 && v) {
             cc.data_dir = v;
@@ -321,6 +336,20 @@ int main(int argc, char **argv)
         return 1;
     }
     api_set_server(api, srv);
+    struct kafka_server *ks = NULL;
+    if (kc.port >= 0) {
+        kc.core = core;
+        kc.auto_create_topics = cc.auto_create_topics;
+        kc.default_partitions = cc.default_partitions;
+        if ((rc = kafka_server_start(&kc, &ks))) {
+            LOG_E("main", "cannot start the Kafka listener on %s:%d", kc.bind_addr, kc.port);
+            core_stop(core);
+            http_server_stop(srv);
+            core_close(core);
+            return 1;
+        }
+        LOG_I("main", "Kafka listener on %s:%d", kc.bind_addr, kafka_server_port(ks));
+    }
     LOG_I("main", "ayder listening on %s:%d (%d workers, data in %s)", hc.bind_addr,
           http_server_port(srv), hc.workers, cc.data_dir);
     int sig = 0;
@@ -332,6 +361,8 @@ int main(int argc, char **argv)
      * stop. */
     api_end_subscriptions(api);
     core_stop(core);
+    if (ks)
+        kafka_server_stop(ks); /* after core_stop: every proposal's answer has been posted */
     api_quiesce(api); /* stream jobs post to the workers: finish them while the workers run */
     http_server_stop(srv);
     api_free(api);
