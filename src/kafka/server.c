@@ -1857,12 +1857,15 @@ static bool group_commit_check(struct kreq *r, int16_t *err)
     if (!g)
         return true; /* not a group we coordinate now (e.g. after a restart): accept */
     struct kmember *m = member_get(g, q->member_id);
+    /* As Kafka's coordinator: a member of the current generation may still commit what it
+     * processed while the next rebalance is being prepared (its revoke-time commit); between
+     * the join and the sync the new assignment is not known yet. */
     if (!m)
         *err = KERR_UNKNOWN_MEMBER_ID;
-    else if (g->state == G_PREPARING)
-        *err = KERR_REBALANCE_IN_PROGRESS;
     else if (q->generation_id != g->generation)
         *err = KERR_ILLEGAL_GENERATION;
+    else if (g->state == G_AWAITING_SYNC)
+        *err = KERR_REBALANCE_IN_PROGRESS;
     if (m)
         m->last_seen_ms = now_ms();
     return *err == KERR_NONE;
