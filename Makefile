@@ -27,7 +27,7 @@ BUILD    := build$(if $(SANITIZER),-$(SANITIZER))
 # One folder per layer; every .c under src/ except main.c goes into the library.
 LIB_SRC  := $(sort $(wildcard src/base/*.c src/io/*.c src/http/*.c src/journal/*.c src/raft/*.c \
               src/broker/*.c src/kv/*.c src/metrics/*.c src/core/*.c src/api/*.c src/bench/*.c \
-              src/stream/*.c src/stream/fmt/*.c src/schema/*.c src/cli/*.c))
+              src/stream/*.c src/stream/fmt/*.c src/schema/*.c src/cli/*.c src/kafka/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c tests/sim/*.c))
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)

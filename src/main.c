@@ -18,6 +18,7 @@
 #include "core/core.h"
 #include "http/server.h"
 #include "http/tls.h"
+#include "kafka/server.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -80,6 +81,10 @@ static void usage(FILE *f)
             "                           [RF_TLS_CLIENT_CA]; bearer tokens still apply\n"
             "  --https-port N           HTTPS on this port, plain HTTP stays on --port\n"
             "                           [RF_HTTPS_PORT]; without it --port speaks HTTPS only\n"
+            "Kafka wire protocol (docs/KAFKA.md; off unless --kafka-port is given; no authentication):\n"
+            "  --kafka-port N           Kafka listener port (off)\n"
+            "  --kafka-bind ADDR        Kafka listen address (127.0.0.1)\n"
+            "  --kafka-advertise HOST   host named in Metadata answers (the bind address)\n"
             "environment:\n"
             "  RF_BEARER_TOKENS         tokens, 'tok[@scope+scope],...' (dev)\n"
             "  RF_AUTO_CREATE_TOPICS    1|0: produce creates unknown topics (1)\n"
@@ -183,6 +188,9 @@ int main(int argc, char **argv)
     struct core_config cc;
     core_config_default(&cc);
     struct api_config stream = {0}; /* the --stream-* flags */
+    struct kafka_server_config kc = {0};
+    kc.port = -1;
+    kc.bind_addr = "127.0.0.1";
     const char *env = getenv("RF_DATA_DIR");
     if (env && *env)
         cc.data_dir = env;
@@ -226,6 +234,7 @@ int main(int argc, char **argv)
         NUM("--min-free-bytes", 0, 1ull << 50, cc.min_free_bytes)
         NUM("--journal-preallocate", 0, 1, cc.journal.use_spare)
         NUM("--stream-threads", 1, 64, stream.stream_threads)
+        NUM("--kafka-port", 0, 65535, kc.port)
         NUM("--subscribe-buffer-bytes", 4096, 1ull << 30, stream.sub_buffer_bytes)
         NUM("--subscribe-max-streams", 1, 1000000, stream.sub_streams_max)
         NUM("--subscribe-stall-ms", 100, 86400000, stream.sub_stall_ms)
@@ -257,6 +266,12 @@ int main(int argc, char **argv)
             i++;
         } else if (strcmp(a, "--tls-client-ca") == 0 && v) {
             tc.client_ca_file = v;
+            i++;
+        } else if (strcmp(a, "--kafka-bind") == 0 && v) {
+            kc.bind_addr = v;
+            i++;
+        } else if (strcmp(a, "--kafka-advertise") == 0 && v) {
+            kc.advertised_host = v;
             i++;
         } else if (strcmp(a, "--data-dir") == 0 && v) {
             cc.data_dir = v;
@@ -409,6 +424,22 @@ int main(int argc, char **argv)
               hc.bind_addr, http_server_tls_port(srv),
               http_tls_client_auth(tls) ? ", client certificates required" : "", hc.workers,
               cc.data_dir);
+    struct kafka_server *ks = NULL;
+    if (kc.port >= 0) {
+        kc.core = core;
+        kc.auto_create_topics = cc.auto_create_topics;
+        kc.default_partitions = cc.default_partitions;
+        if ((rc = kafka_server_start(&kc, &ks))) {
+            LOG_E("main", "cannot start the Kafka listener on %s:%d", kc.bind_addr, kc.port);
+            core_stop(core);
+            http_server_stop(srv);
+            core_close(core);
+            return 1;
+        }
+        LOG_I("main", "Kafka listener on %s:%d", kc.bind_addr, kafka_server_port(ks));
+    }
+    LOG_I("main", "ayder listening on %s:%d (%d workers, data in %s)", hc.bind_addr,
+          http_server_port(srv), hc.workers, cc.data_dir);
     int sig = 0;
     for (;;) {
         sigwait(&set, &sig);
@@ -433,6 +464,8 @@ int main(int argc, char **argv)
      * stop. */
     api_end_subscriptions(api);
     core_stop(core);
+    if (ks)
+        kafka_server_stop(ks); /* after core_stop: every proposal's answer has been posted */
     api_quiesce(api); /* stream jobs post to the workers: finish them while the workers run */
     http_server_stop(srv);
     api_free(api);

@@ -19,6 +19,7 @@
 #include "base/hmap.h"
 #include "base/log.h"
 #include "broker/entry.h"
+#include "broker/recbatch.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -433,6 +434,40 @@ static void touch(struct broker *b, struct topic *t, struct partition *p)
 
 static uint64_t staged_end(struct partition *p) { return plog_end_offset(p->log) + p->st.n; }
 
+/* Write the partition's staged records now (one batch), so a raw batch that follows them in the
+ * round lands after them: offsets keep journal order (invariant 2). Visibility still waits for
+ * broker_round_end. */
+static int flush_staged(struct partition *p)
+{
+    struct staged *s = &p->st;
+    for (size_t k = 0; k < s->n; k++) {
+        if (s->recs[k].headers)
+            s->recs[k].headers = s->hdrs + ((uintptr_t)s->recs[k].headers - 1);
+    }
+    int rc = s->n ? plog_append(p->log, s->recs, s->n) : 0;
+    s->n = 0;
+    s->nh = 0;
+    return rc;
+}
+
+/* A Kafka client's batch, stored as sent (PRODUCE_RAW_BATCH). Re-validated here: apply decides
+ * only from the entry, and a malformed one is rejected the same way on every node. */
+static int apply_raw_batch(struct partition *p, const struct entry_produce *e,
+                           struct apply_result *res)
+{
+    struct recbatch_info h;
+    if (recbatch_decode(e->records, &h) || h.batch_bytes != e->records.len ||
+        h.record_count < 1 || (uint32_t)h.record_count != e->count ||
+        h.last_offset_delta != h.record_count - 1) {
+        res->err = ERR_CORRUPT;
+        return 0;
+    }
+    int rc = flush_staged(p);
+    if (rc)
+        return rc;
+    return plog_append_batch(p->log, e->records);
+}
+
 static int apply_produce(struct broker *b, uint64_t index, struct slice payload,
                          struct apply_result *res)
 {
@@ -484,6 +519,15 @@ static int apply_produce(struct broker *b, uint64_t index, struct slice payload,
         return 0;
     }
     uint64_t base = staged_end(p);
+    if (e.flags & PRODUCE_RAW_BATCH) {
+        int rc = apply_raw_batch(p, &e, res);
+        if (rc || res->err)
+            return rc;
+        touch(b, t, p);
+        res->offset = base;
+        res->count = e.count;
+        return 0;
+    }
     if (base != e.base_offset)
         LOG_W("broker", "entry %llu: sequenced offset %llu, applied at %llu",
               (unsigned long long)index, (unsigned long long)e.base_offset,
@@ -1197,6 +1241,29 @@ int broker_read(struct broker *b, struct slice topic, uint32_t partition, uint64
     } else {
         struct plog *l = t->parts[partition].log;
         rc = plog_read(l, from, max_records, max_bytes, fn, ctx, res);
+        if (hw)
+            *hw = plog_high_watermark(l);
+        if (start)
+            *start = plog_start_offset(l);
+    }
+    pthread_rwlock_unlock(&b->meta);
+    return rc;
+}
+
+int broker_read_batches(struct broker *b, struct slice topic, uint32_t partition, uint64_t from,
+                        size_t max_bytes, struct sbuf *out, struct plog_read_result *res,
+                        uint64_t *hw, uint64_t *start)
+{
+    pthread_rwlock_rdlock(&b->meta);
+    struct topic *t = topic_get(b, topic);
+    int rc;
+    if (!t) {
+        rc = ERR_NO_TOPIC;
+    } else if (partition >= t->nparts) {
+        rc = ERR_BAD_PARTITION;
+    } else {
+        struct plog *l = t->parts[partition].log;
+        rc = plog_read_batches(l, from, max_bytes, out, res);
         if (hw)
             *hw = plog_high_watermark(l);
         if (start)

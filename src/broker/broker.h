@@ -122,6 +122,10 @@ int broker_snapshot_read(struct broker *b, struct slice in);
 int broker_read(struct broker *b, struct slice topic, uint32_t partition, uint64_t from,
                 size_t max_records, size_t max_bytes, plog_visit_fn fn, void *ctx,
                 struct plog_read_result *res, uint64_t *high_watermark, uint64_t *start_offset);
+/* Stored batches byte for byte (plog_read_batches), for Kafka fetch. */
+int broker_read_batches(struct broker *b, struct slice topic, uint32_t partition, uint64_t from,
+                        size_t max_bytes, struct sbuf *out, struct plog_read_result *res,
+                        uint64_t *high_watermark, uint64_t *start_offset);
 int broker_partitions(struct broker *b, struct slice topic, uint32_t *partitions);
 /* A topic's identity: its id (the journal index of the entry that created it, the same on every
  * node and across restarts and snapshots; a re-created name gets a new one) and partition count.

@@ -57,6 +57,16 @@ void entry_produce_finish(struct sbuf *b, uint32_t count)
         put_le32((uint8_t *)r.p, count);
 }
 
+void entry_produce_raw(struct sbuf *b, int64_t ts_ms, struct slice topic, struct slice batch,
+                       uint32_t count)
+{
+    entry_produce_begin(b, ts_ms, topic, (struct slice){NULL, 0});
+    sbuf_append(b, batch.ptr, batch.len);
+    entry_produce_finish(b, count);
+    if (sbuf_ok(b))
+        b->data[PRODUCE_OFF_FLAGS] = PRODUCE_RAW_BATCH;
+}
+
 void entry_produce_patch(uint8_t *p, uint8_t flags, uint32_t partition, uint64_t base,
                          uint32_t create_parts)
 {

@@ -41,6 +41,8 @@ enum entry_type {
 #define PRODUCE_AUTO_CREATE 1u /* create the topic (create_partitions) if it does not exist */
 #define PRODUCE_HAS_IDEM 2u
 #define PRODUCE_DUPLICATE 4u   /* sequencer found the idempotency key: apply appends nothing */
+#define PRODUCE_RAW_BATCH 8u   /* records = one client-encoded RecordBatch v2 (Kafka produce),
+                                * count = its records; apply stores it as sent (plog_append_batch) */
 
 /* Fixed prefix of a PRODUCE payload. */
 #define PRODUCE_OFF_TS 0
@@ -68,6 +70,10 @@ void entry_produce_begin(struct sbuf *b, int64_t ts_ms, struct slice topic, stru
 void entry_produce_add(struct sbuf *b, const struct plog_record *rec);
 /* Finish: writes the record count into the field begin left for it. */
 void entry_produce_finish(struct sbuf *b, uint32_t count);
+/* A PRODUCE payload carrying one RecordBatch v2 as sent by a Kafka client (validated by the
+ * caller: CRC, no compression, lastOffsetDelta == count - 1). */
+void entry_produce_raw(struct sbuf *b, int64_t ts_ms, struct slice topic, struct slice batch,
+                       uint32_t count);
 /* Patch sequencer decisions into an encoded PRODUCE payload. */
 void entry_produce_patch(uint8_t *payload, uint8_t flags, uint32_t partition, uint64_t base_offset,
                          uint32_t create_partitions);

@@ -985,6 +985,66 @@ out:
     return rc;
 }
 
+/* Append a batch a client encoded (Kafka produce) as it is: only baseOffset (and the
+ * partitionLeaderEpoch, set to 0) are rewritten, and neither is covered by the CRC, so the stored
+ * bytes keep the client's CRC, timestamps, producer fields and records. */
+int plog_append_batch(struct plog *p, struct slice batch)
+{
+    struct recbatch_info h;
+    if (batch.len < RECBATCH_HEADER_BYTES || recbatch_peek(batch.ptr, batch.len, &h) ||
+        h.batch_bytes != batch.len || h.record_count < 1 ||
+        h.last_offset_delta != h.record_count - 1)
+        return ERR_INVALID;
+    pthread_mutex_lock(&p->wmu);
+    int rc = p->sticky;
+    if (rc)
+        goto out;
+    uint64_t end = atomic_load_explicit(&p->end, memory_order_relaxed);
+    sbuf_reset(&p->enc);
+    sbuf_append(&p->enc, batch.ptr, batch.len);
+    if (!sbuf_ok(&p->enc)) {
+        rc = ERR_NOMEM;
+        goto out;
+    }
+    put_be64(p->enc.data, end);
+    put_be32(p->enc.data + 12, 0);
+    struct segment *s = last_seg(p);
+    uint64_t size = atomic_load_explicit(&s->size, memory_order_relaxed);
+    if (size > 0 && size + h.batch_bytes > p->segment_bytes) {
+        if ((rc = roll(p)) != 0) {
+            fail_sticky(p, rc, "roll");
+            goto out;
+        }
+        s = last_seg(p);
+        size = 0;
+    }
+    if ((rc = io_pwrite(s->log, p->enc.data, h.batch_bytes, size)) != 0) {
+        fail_sticky(p, rc, "append");
+        goto out;
+    }
+    if (s->since_index >= p->index_interval) {
+        if ((rc = seg_index_add(p, s, end, size)) != 0) {
+            fail_sticky(p, rc, "index append");
+            goto out;
+        }
+        s->since_index = 0;
+    }
+    uint64_t n = (uint64_t)h.record_count;
+    s->since_index += h.batch_bytes;
+    s->dirty = true;
+    seg_note_ts(s, h.max_timestamp);
+    atomic_store_explicit(&s->size, size + h.batch_bytes, memory_order_release);
+    atomic_store_explicit(&s->end, end + n, memory_order_release);
+    atomic_store_explicit(&p->end, end + n, memory_order_release);
+    if (p->enc.cap > (1u << 20)) {
+        sbuf_free(&p->enc);
+        sbuf_init(&p->enc, 0);
+    }
+out:
+    pthread_mutex_unlock(&p->wmu);
+    return rc;
+}
+
 uint64_t plog_end_offset(const struct plog *p) { return ld(&((struct plog *)p)->end); }
 uint64_t plog_start_offset(const struct plog *p) { return ld(&((struct plog *)p)->start); }
 uint64_t plog_high_watermark(const struct plog *p) { return ld(&((struct plog *)p)->hw); }
@@ -1145,6 +1205,96 @@ int plog_read(struct plog *p, uint64_t from, size_t max_records, size_t max_byte
 out:
     if (ents != ents_inline)
         xfree(ents);
+    win_free(&w);
+    pthread_rwlock_unlock(&p->lock);
+    return rc;
+}
+
+/* Copy whole stored batches, as they are on disk, from the batch holding `from` on (Kafka fetch:
+ * the client skips the records before its offset). Every batch copied is CRC-checked first. */
+int plog_read_batches(struct plog *p, uint64_t from, size_t max_bytes, struct sbuf *out,
+                      struct plog_read_result *res)
+{
+    memset(res, 0, sizeof *res);
+    pthread_rwlock_rdlock(&p->lock);
+    uint64_t hw = ld(&p->hw), start = ld(&p->start);
+    if (from < start) {
+        from = start;
+        res->from_adjusted = true;
+    }
+    res->next_offset = from;
+    if (from >= hw) {
+        pthread_rwlock_unlock(&p->lock);
+        return 0;
+    }
+    struct win w;
+    win_init(&w, NULL, READ_WIN_BYTES);
+    size_t i = seg_find(p, from), copied = 0;
+    bool stop = false;
+    int rc = 0;
+    while (!stop) {
+        struct segment *s = p->segs[i];
+        uint64_t seg_size = atomic_load_explicit(&s->size, memory_order_acquire), pos, at;
+        win_reset(&w, s->log);
+        index_lookup(s, from > s->base ? from : s->base, &pos, &at);
+        while (at < hw && !stop) {
+            if (pos >= seg_size)
+                break;
+            const uint8_t *bp;
+            struct recbatch_info h;
+            if ((rc = win_get(&w, pos, RECBATCH_HEADER_BYTES, &bp)) != 0) {
+                rc = rc == ERR_EOF ? read_corrupt(p, s, pos, "short header") : rc;
+                goto out;
+            }
+            if (recbatch_peek(bp, RECBATCH_HEADER_BYTES, &h) != 0 ||
+                (uint64_t)h.base_offset != at || h.record_count < 1 ||
+                h.last_offset_delta != h.record_count - 1) {
+                rc = read_corrupt(p, s, pos, "bad batch header");
+                goto out;
+            }
+            uint64_t batch_end = at + (uint64_t)h.record_count;
+            if (batch_end <= from) {
+                pos += h.batch_bytes;
+                at = batch_end;
+                continue;
+            }
+            if (batch_end > hw || (copied > 0 && copied + h.batch_bytes > max_bytes)) {
+                res->more = true;
+                stop = true;
+                break;
+            }
+            if ((rc = win_get(&w, pos, h.batch_bytes, &bp)) != 0) {
+                rc = rc == ERR_EOF ? read_corrupt(p, s, pos, "short batch") : rc;
+                goto out;
+            }
+            if (recbatch_crc(bp, h.batch_bytes) != h.crc) {
+                rc = read_corrupt(p, s, pos, "CRC mismatch");
+                goto out;
+            }
+            sbuf_append(out, bp, h.batch_bytes);
+            if (!sbuf_ok(out)) {
+                rc = ERR_NOMEM;
+                goto out;
+            }
+            copied += h.batch_bytes;
+            res->count += (size_t)h.record_count;
+            res->next_offset = batch_end;
+            pos += h.batch_bytes;
+            at = batch_end;
+            if (copied >= max_bytes) {
+                res->more = at < hw;
+                stop = true;
+            }
+        }
+        if (stop || at >= hw)
+            break;
+        if (i + 1 >= p->nsegs || p->segs[i + 1]->base != at) {
+            rc = read_corrupt(p, s, pos, "segment ends early");
+            goto out;
+        }
+        i++;
+    }
+out:
     win_free(&w);
     pthread_rwlock_unlock(&p->lock);
     return rc;

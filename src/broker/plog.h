@@ -91,6 +91,11 @@ int plog_destroy(struct plog *p);
  * 64 MiB), I/O errors; a failed write puts the plog into a sticky error state (every later
  * append/sync/truncate/delete returns that error; reopen to recover). */
 int plog_append(struct plog *p, const struct plog_record *recs, size_t n);
+/* Writer: append one client-encoded RecordBatch v2 (uncompressed, CRC already checked by the
+ * caller, lastOffsetDelta == records - 1) unchanged except for its baseOffset (set to the end
+ * offset) and partitionLeaderEpoch (0): both lie outside the CRC. Same visibility, errors and
+ * sticky state as plog_append; ERR_INVALID for a header that does not parse or fit batch.len. */
+int plog_append_batch(struct plog *p, struct slice batch);
 uint64_t plog_end_offset(const struct plog *p);   /* next offset to be assigned */
 uint64_t plog_start_offset(const struct plog *p); /* first readable offset (retention floor) */
 /* Make offsets < hw visible to readers (atomic release store; hw <= end offset; never lowers). */
@@ -113,6 +118,14 @@ struct plog_read_result {
 };
 int plog_read(struct plog *p, uint64_t from, size_t max_records, size_t max_bytes,
               plog_visit_fn fn, void *ctx, struct plog_read_result *res);
+
+/* Reader (any thread): append to out the stored batches, byte for byte, from the one holding
+ * `from` (which may start before it) up to the high watermark, stopping before a batch that would
+ * take the bytes copied above max_bytes (the first batch is always copied). Each batch is
+ * CRC-checked (ERR_CORRUPT). res: count = records in the copied batches, next_offset = the offset
+ * after the last one, more = stopped by max_bytes. */
+int plog_read_batches(struct plog *p, uint64_t from, size_t max_bytes, struct sbuf *out,
+                      struct plog_read_result *res);
 
 /* Recovery: drop everything at offsets >= end_offset. end_offset must be a batch boundary
  * (ERR_INVALID if a batch straddles it; nothing changes). ERR_CORRUPT if the log does not hold

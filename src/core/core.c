@@ -768,7 +768,7 @@ static int sequence_produce(struct core *c, struct proposal *p)
     struct entry_produce e;
     if (entry_produce_decode(slice_of(p->payload.data, p->payload.len), &e))
         return ERR_INVALID;
-    uint8_t flags = e.flags & PRODUCE_HAS_IDEM;
+    uint8_t flags = e.flags & (PRODUCE_HAS_IDEM | PRODUCE_RAW_BATCH);
     uint32_t create_parts = 0;
     struct seq_topic *t = seq_get(c, e.topic);
     if (!t) {
