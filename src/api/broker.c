@@ -706,17 +706,18 @@ static void h_topics_list(struct rctx *x, const struct route_match *m)
     api_respond_json(x, 200, &b);
 }
 
+/* The partitions' stats are copied out under the broker's metadata lock, then written with the
+ * retention policy in effect for each (broker_retention_get takes that lock itself). */
+struct describe_ctx {
+    struct plog_stats st[BROKER_PARTITIONS_MAX];
+    uint32_t n;
+};
+
 static void describe_fn(void *ctx, uint32_t partition, const struct plog_stats *st)
 {
-    struct jw *w = ctx;
-    jw_obj_open(w);
-    jw_ku64(w, "partition", partition);
-    jw_ku64(w, "earliest_offset", st->start_offset);
-    jw_ku64(w, "latest_offset", st->high_watermark);
-    jw_ku64(w, "records", st->high_watermark - st->start_offset);
-    jw_ku64(w, "bytes", st->bytes);
-    jw_ku64(w, "segments", st->segments);
-    jw_obj_close(w);
+    struct describe_ctx *d = ctx;
+    if (partition < BROKER_PARTITIONS_MAX && partition == d->n)
+        d->st[d->n++] = *st;
 }
 
 static void h_topic_get(struct rctx *x, const struct route_match *m)
@@ -724,6 +725,17 @@ static void h_topic_get(struct rctx *x, const struct route_match *m)
     struct slice topic = route_param(m, "topic");
     if (!api_check_name(x, topic, BROKER_TOPIC_NAME_MAX, "Topic name"))
         return;
+    struct describe_ctx *d = arena_alloc(http_req_arena(x->req), sizeof *d);
+    if (!d) {
+        api_respond_error(x, ERR_NOMEM, NULL);
+        return;
+    }
+    d->n = 0;
+    int rc = broker_describe(x->api->broker, topic, describe_fn, d);
+    if (rc) {
+        api_respond_error(x, rc, NULL);
+        return;
+    }
     struct sbuf b;
     sbuf_init(&b, 0);
     struct jw w;
@@ -734,11 +746,21 @@ static void h_topic_get(struct rctx *x, const struct route_match *m)
     jw_strn(&w, topic.ptr, topic.len);
     jw_key(&w, "partitions");
     jw_arr_open(&w);
-    int rc = broker_describe(x->api->broker, topic, describe_fn, &w);
-    if (rc) {
-        sbuf_free(&b);
-        api_respond_error(x, rc, NULL);
-        return;
+    for (uint32_t i = 0; i < d->n; i++) {
+        const struct plog_stats *st = &d->st[i];
+        int64_t ttl = 0, mb = 0;
+        if (broker_retention_get(x->api->broker, topic, i, &ttl, &mb))
+            ttl = mb = 0; /* deleted meanwhile: the stats above are still what was there */
+        jw_obj_open(&w);
+        jw_ku64(&w, "partition", i);
+        jw_ku64(&w, "earliest_offset", st->start_offset);
+        jw_ku64(&w, "latest_offset", st->high_watermark);
+        jw_ku64(&w, "records", st->high_watermark - st->start_offset);
+        jw_ku64(&w, "bytes", st->bytes);
+        jw_ku64(&w, "segments", st->segments);
+        jw_ku64(&w, "retention_ttl_ms", (uint64_t)ttl);
+        jw_ku64(&w, "retention_max_bytes", (uint64_t)mb);
+        jw_obj_close(&w);
     }
     jw_arr_close(&w);
     jw_obj_close(&w);
@@ -806,6 +828,57 @@ static void h_group(struct rctx *x, const struct route_match *m)
     api_respond_json(x, 200, &b);
 }
 
+/* GET /broker/groups: every committed offset of every group (unordered), with its lag as
+ * /metrics computes it: high watermark - max(committed, log start). Bounded: after
+ * GROUPS_LIST_MAX entries the answer says "truncated":true. */
+#define GROUPS_LIST_MAX 100000
+
+struct groups_ctx {
+    struct jw *w;
+    size_t n;
+};
+
+static void groups_fn(void *ctx, struct slice topic, struct slice group, uint32_t partition,
+                      uint64_t committed, uint64_t start, uint64_t high_watermark)
+{
+    struct groups_ctx *g = ctx;
+    if (g->n++ >= GROUPS_LIST_MAX)
+        return;
+    uint64_t from = committed > start ? committed : start;
+    jw_obj_open(g->w);
+    jw_key(g->w, "group");
+    jw_strn(g->w, group.ptr, group.len);
+    jw_key(g->w, "topic");
+    jw_strn(g->w, topic.ptr, topic.len);
+    jw_ku64(g->w, "partition", partition);
+    jw_ku64(g->w, "committed_offset", committed);
+    jw_ku64(g->w, "start_offset", start);
+    jw_ku64(g->w, "latest_offset", high_watermark);
+    jw_ku64(g->w, "lag", high_watermark > from ? high_watermark - from : 0);
+    jw_obj_close(g->w);
+}
+
+static void h_groups_list(struct rctx *x, const struct route_match *m)
+{
+    (void)m;
+    struct sbuf b;
+    struct jw w;
+    api_json_open_ok(&b, &w);
+    jw_key(&w, "groups");
+    jw_arr_open(&w);
+    struct groups_ctx g = {&w, 0};
+    int rc = broker_each_committed(x->api->broker, groups_fn, &g);
+    if (rc) {
+        sbuf_free(&b);
+        api_respond_error(x, rc, NULL);
+        return;
+    }
+    jw_arr_close(&w);
+    jw_kbool(&w, "truncated", g.n > GROUPS_LIST_MAX);
+    jw_obj_close(&w);
+    api_respond_json(x, 200, &b);
+}
+
 static void h_commit(struct rctx *x, const struct route_match *m)
 {
     (void)m;
@@ -840,6 +913,7 @@ const struct api_route api_broker_routes[] = {
     {"GET", "/broker/topics", "topics_list", SCOPE_CONSUME, API_READ, h_topics_list},
     {"GET", "/broker/topics/:topic", "topic_get", SCOPE_CONSUME, API_READ, h_topic_get},
     {"DELETE", "/broker/topics/:topic", "topic_delete", SCOPE_ADMIN, API_WRITE, h_topic_delete},
+    {"GET", "/broker/groups", "groups_list", SCOPE_CONSUME, API_READ, h_groups_list},
     {"GET", "/broker/groups/:group", "group", SCOPE_CONSUME, API_READ, h_group},
     {"GET", "/broker/groups/:group/:topic", "group_topic", SCOPE_CONSUME, API_READ, h_group},
     {"POST", "/broker/delete-before", "delete_before", SCOPE_ADMIN, API_WRITE, h_delete_before},
