@@ -264,7 +264,7 @@ export function sparkline(values, color = COLORS[0]) {
 
 // series: [{name, points: [[t_ms, value], ...]}]; a line chart with a y scale and a legend.
 export function lineChart(series, opts = {}) {
-  const w = 600, hgt = 160, left = 44, bottom = 16;
+  const w = 600, hgt = 160, left = 0, bottom = 4;
   const all = series.flatMap(s => s.points);
   const svg = h('svg:svg', {viewBox: `0 0 ${w} ${hgt}`, preserveAspectRatio: 'none', role: 'img',
     'aria-label': opts.label || 'chart'});
@@ -275,11 +275,11 @@ export function lineChart(series, opts = {}) {
   const x = t => left + ((t - t0) / (t1 - t0)) * (w - left - 4);
   const y = v => hgt - bottom - (v / max) * (hgt - bottom - 8);
   for (const f of [0, 0.5, 1]) {
-    svg.append(h('svg:line', {x1: left, x2: w, y1: y(max * f), y2: y(max * f), class: 'grid', 'stroke-width': '1', 'vector-effect': 'non-scaling-stroke'}));
-    svg.append(h('svg:text', {x: left - 4, y: y(max * f) + 3, 'text-anchor': 'end', class: 'axis'}, fmtNum(max * f)));
+    svg.append(h('svg:line', {x1: 0, x2: w, y1: y(max * f), y2: y(max * f), class: 'grid', 'stroke-width': '1', 'vector-effect': 'non-scaling-stroke'}));
   }
-  svg.append(h('svg:text', {x: left, y: hgt - 3, class: 'axis'}, new Date(t0).toLocaleTimeString()));
-  svg.append(h('svg:text', {x: w - 2, y: hgt - 3, 'text-anchor': 'end', class: 'axis'}, new Date(t1).toLocaleTimeString()));
+  // Labels are HTML, not SVG text: the drawing stretches to the box, text must not.
+  box.prepend(h('div', {class: 'axis'}, h('span', {}, 'max ' + fmtNum(max)), h('span', {}, opts.unit || '')));
+  box.append(h('div', {class: 'axis'}, h('span', {}, new Date(t0).toLocaleTimeString()), h('span', {}, new Date(t1).toLocaleTimeString())));
   series.forEach((s, i) => {
     if (!s.points.length) return;
     svg.append(h('svg:polyline', {points: s.points.map(p => `${x(p[0])},${y(p[1])}`).join(' '), fill: 'none',

@@ -15,7 +15,7 @@ export async function overview(main, r, onLeave) {
   const lat = h('div', {class: 'cards', id: 'ov-latency'});
   const disk = h('div', {class: 'cards', id: 'ov-disk'});
   const err = h('div');
-  main.append(err, health, h('h2', {}, 'Throughput'), rates, h('h2', {}, 'Latency (p99, last minute)'), lat,
+  main.append(err, health, h('h2', {}, 'Throughput'), rates, h('h2', {}, 'Latency (p99 over the last minute)'), lat,
     h('h2', {}, 'Storage'), disk);
   const snaps = []; // {t, m}: the last minute of scrapes
   const spark = {rec: [], prod: [], cons: [], fsync: []};
@@ -43,11 +43,19 @@ export async function overview(main, r, onLeave) {
     const consReq = rate('ayder_http_requests_total', routeIn('consume', 'feed_events', 'query', 'join'));
     const sse = rate('ayder_subscribe_events_total');
     const fsyncs = rate('ayder_journal_fsyncs_total');
-    const p99 = (name, pred) => quantile(0.99, buckets(m, name, pred), first && buckets(first.m, name, pred));
+    // p99 of the last minute; when nothing happened in it, since the node started (marked so).
+    const p99 = (name, pred) => {
+      const now = buckets(m, name, pred);
+      const q = quantile(0.99, now, first && buckets(first.m, name, pred));
+      if (q !== null || !first) return q === null ? null : {v: q};
+      const all = quantile(0.99, now, null);
+      return all === null ? null : {v: all, since: true};
+    };
+    const lat99 = x => x ? [fmtSecs(x.v), x.since ? h('div', {class: 'small muted'}, 'since start (idle now)') : null] : ['—', null];
     const fsP99 = p99('ayder_journal_fsync_duration_seconds');
     const fsN = first ? metricSum(m, 'ayder_journal_fsync_duration_seconds_count') - metricSum(first.m, 'ayder_journal_fsync_duration_seconds_count') : 0;
     const fsMean = fsN ? (metricSum(m, 'ayder_journal_fsync_duration_seconds_sum') - metricSum(first.m, 'ayder_journal_fsync_duration_seconds_sum')) / fsN : null;
-    push('rec', recs); push('prod', prodReq); push('cons', (consReq || 0) + (sse || 0)); push('fsync', fsP99);
+    push('rec', recs); push('prod', prodReq); push('cons', (consReq || 0) + (sse || 0)); push('fsync', fsP99 && !fsP99.since ? fsP99.v : 0);
 
     const healthy = hl.ok;
     clear(health,
@@ -68,10 +76,10 @@ export async function overview(main, r, onLeave) {
       card('Open connections', fmtNum(metricSum(m, 'ayder_http_open_connections')),
         h('div', {class: 'small muted'}, `${fmtNum(metricSum(m, 'ayder_subscribe_streams_open'))} open streams`)));
     clear(lat,
-      card('Produce p99', fmtSecs(p99('ayder_http_request_duration_seconds', routeIn('produce', 'produce_ndjson')))),
-      card('Consume p99', fmtSecs(p99('ayder_http_request_duration_seconds', routeIn('consume')))),
-      card('Durable write p99', fmtSecs(p99('ayder_write_duration_seconds'))),
-      card('fsync p99', fmtSecs(fsP99), h('div', {class: 'small muted'}, `mean ${fmtSecs(fsMean)}, ${fmtNum(fsyncs)}/s`),
+      card('Produce p99', ...lat99(p99('ayder_http_request_duration_seconds', routeIn('produce', 'produce_ndjson')))),
+      card('Consume p99', ...lat99(p99('ayder_http_request_duration_seconds', routeIn('consume')))),
+      card('Durable write p99', ...lat99(p99('ayder_write_duration_seconds'))),
+      card('fsync p99', lat99(fsP99)[0], [lat99(fsP99)[1], h('div', {class: 'small muted'}, `mean ${fmtSecs(fsMean)}, ${fmtNum(fsyncs)}/s`)],
         sparkline(spark.fsync, COLORS[1])));
     const failed = metricSum(m, 'ayder_storage_failed'), nospace = metricSum(m, 'ayder_storage_no_space');
     clear(disk,
