@@ -126,6 +126,32 @@ async function main() {
     await page.click('#msg-load');
     await page.waitForSelector('#msg-list article[data-offset="1"] pre:has-text("ff 00 01 80")');
   });
+  await step('browse by time', async () => {
+    await page.selectOption('#msg-mode', 'time');
+    await page.fill('#msg-time', '2000-01-01T00:00:00');
+    await page.click('#msg-load');
+    await page.waitForSelector('#msg-list article[data-offset="0"]');
+    await page.fill('#msg-time', '2999-01-01T00:00:00');
+    await page.click('#msg-load');
+    await page.waitForSelector('#msg-list :text("No messages at offset 2")');
+    await page.selectOption('#msg-mode', 'latest');
+  });
+  await step('Avro decoded through the schema registry', async () => {
+    const reg = await http('POST', '/subjects/orders-value/versions', JSON.stringify({schema:
+      JSON.stringify({type: 'record', name: 'Order', fields: [{name: 'qty', type: 'long'}, {name: 'sku', type: 'string'}]})}));
+    const id = reg.id;
+    // Confluent wire format: 0, schema id (big-endian), Avro binary {qty: 5, sku: "ab"}
+    const bytes = new Uint8Array([0, id >>> 24, (id >>> 16) & 255, (id >>> 8) & 255, id & 255, 10, 4, 97, 98]);
+    await http('POST', '/broker/topics/orders/produce?partition=1', bytes);
+    await page.selectOption('#msg-partition', '1');
+    await page.click(`#msg-list article[data-offset="0"] button:text-is("Decode with schema ${id}")`);
+    const pre = await page.waitForSelector('#msg-list article[data-offset="0"] pre:has-text("qty")');
+    const txt = await pre.textContent();
+    if (!txt.includes('"qty": 5') || !txt.includes('"sku": "ab"')) throw new Error('decoded as ' + txt);
+    await shot(page, 'messages-avro-decoded-desktop');
+    await page.selectOption('#msg-partition', '0');
+    await page.waitForSelector('#msg-list article[data-offset="0"] pre:has-text("book")');
+  });
   await step('live tail (SSE)', async () => {
     await page.click('#tail-toggle');
     await page.waitForSelector('text=live on partition 0');
