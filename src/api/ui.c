@@ -29,7 +29,7 @@
 /* The console loads nothing from elsewhere: scripts and styles from this node only. connect-src
  * also allows other nodes' HTTP URLs (the cluster page reads each member's public /ha/status). */
 #define UI_CSP                                                                                     \
-    "Content-Security-Policy: default-src 'self'; script-src 'self'; style-src 'self'; "         \
+    "Content-Security-Policy: default-src 'self'; script-src 'self'; style-src 'self'; "           \
     "img-src 'self' data:; connect-src 'self' http: https:; base-uri 'none'; form-action 'none'; " \
     "frame-ancestors 'none'\r\n"
 

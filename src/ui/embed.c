@@ -11,7 +11,8 @@
  * Invariants: 1. every NAME is a plain file name ([A-Za-z0-9._-], no '/', not starting with '.'),
  * so a URL path can never name anything else; 2. an unknown extension is an error (a file must
  * not be served with a guessed type); 3. a file larger than 4 MiB is an error (the console must
- * stay small: the budget is 300 KB compressed in all, checked by tests/integration/test_console.py).
+ * stay small: the budget is 300 KB compressed in all, checked by
+ * tests/integration/test_console.py).
  */
 #include <stdint.h>
 #include <stdio.h>
