@@ -28,7 +28,12 @@ BUILD    := build$(if $(SANITIZER),-$(SANITIZER))
 LIB_SRC  := $(sort $(wildcard src/base/*.c src/io/*.c src/http/*.c src/journal/*.c src/raft/*.c \
               src/broker/*.c src/kv/*.c src/metrics/*.c src/core/*.c src/api/*.c src/bench/*.c \
               src/stream/*.c src/stream/fmt/*.c src/schema/*.c src/cli/*.c src/kafka/*.c))
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# The web console (src/ui/assets/) is embedded at build time: each file and its `gzip -9 -n` form
+# become byte arrays in build/gen/ui_assets.c, written by src/ui/embed.c (see src/ui/ui_assets.h).
+UI_NAMES := $(sort $(notdir $(wildcard src/ui/assets/*)))
+UI_GZ    := $(UI_NAMES:%=build/gen/ui/%.gz)
+UI_GEN   := build/gen/ui_assets.c
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/$(UI_GEN:.c=.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c tests/sim/*.c))
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
@@ -48,6 +53,18 @@ $(BUILD)/ayder: $(BUILD)/src/main.o $(BUILD)/libayder.a
 $(BUILD)/libayder.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+
+build/gen/ui_embed: src/ui/embed.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 $(WARN) -o $@ $<
+
+build/gen/ui/%.gz: src/ui/assets/%
+	@mkdir -p $(dir $@)
+	gzip -9 -n -c $< >$@.tmp && mv -f $@.tmp $@
+
+# Also re-made when a file is added or removed (the name list is in the command).
+$(UI_GEN): build/gen/ui_embed $(UI_GZ) $(UI_NAMES:%=src/ui/assets/%) Makefile
+	./build/gen/ui_embed $@.tmp src/ui/assets build/gen/ui $(UI_NAMES) && mv -f $@.tmp $@
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -70,7 +87,7 @@ unit: $(BUILD)/unit_tests
 FUZZ_CC      ?= clang-14
 FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 FUZZ_LINK    := -fsanitize=fuzzer,address,undefined
-FUZZ_OBJ     := $(LIB_SRC:%.c=build-fuzz/%.o)
+FUZZ_OBJ     := $(LIB_SRC:%.c=build-fuzz/%.o) build-fuzz/$(UI_GEN:.c=.o)
 FUZZ_SECONDS ?= 30
 fuzz-build: $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
 build-fuzz/%.o: %.c

@@ -49,6 +49,7 @@ static const struct api_route *const areas[] = {
     api_stream_routes,
     api_feed_routes,
     api_subscribe_routes,
+    api_ui_routes,
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -71,6 +72,14 @@ void api_respond_json(struct rctx *x, int status, struct sbuf *body)
     }
     respond(x, status, "application/json", NULL, body);
     sbuf_free(body);
+}
+
+void api_respond_bytes(struct rctx *x, int status, const char *ctype, const char *extra_headers,
+                       const void *data, size_t len)
+{
+    uint64_t ns = clock_mono_ns() - http_req_recv_ns(x->req);
+    metrics_observe(x->api->metrics, x->metric, status, ns);
+    http_respond(x->req, status, ctype, extra_headers, data, len);
 }
 
 void api_respond_ctype(struct rctx *x, int status, const char *ctype, struct sbuf *body)

@@ -72,6 +72,7 @@ extern const struct api_route api_schema_routes[];
 extern const struct api_route api_stream_routes[];
 extern const struct api_route api_feed_routes[];
 extern const struct api_route api_subscribe_routes[];
+extern const struct api_route api_ui_routes[];
 
 struct api {
     struct api_config cfg;
@@ -154,6 +155,10 @@ void api_respond_ctype(struct rctx *x, int status, const char *ctype, struct sbu
 /* The same with extra header lines ("Name: value\r\n"...; NULL = none). */
 void api_respond_ctype_ex(struct rctx *x, int status, const char *ctype, const char *extra_headers,
                           struct sbuf *body);
+/* Send len bytes of data (not freed: static or owned by the caller) with that Content-Type (NULL:
+ * none) and extra header lines. */
+void api_respond_bytes(struct rctx *x, int status, const char *ctype, const char *extra_headers,
+                       const void *data, size_t len);
 /* Send body as Prometheus text and free it. */
 void api_respond_text(struct rctx *x, struct sbuf *body);
 /* The seed's error shape. msg NULL = the error table's message. extra_json: more members

@@ -124,15 +124,14 @@ static int ct_equal(const struct token *t, const uint8_t *p, size_t n)
     return diff == 0;
 }
 
-int auth_check(struct auth *a, struct slice h, int scope, uint64_t now_ms, uint32_t *retry_after_s)
+/* The configured token named by "Bearer <token>" (scheme case-insensitive, one or more spaces),
+ * or NULL. */
+static struct token *find_token(struct auth *a, struct slice h)
 {
-    if (scope == SCOPE_NONE)
-        return 0;
-    /* "Bearer <token>", scheme case-insensitive, one or more spaces. */
     if (h.len < 7)
-        return ERR_UNAUTHORIZED;
+        return NULL;
     if (!slice_eq_nocase(slice_of(h.ptr, 6), "bearer") || h.ptr[6] != ' ')
-        return ERR_UNAUTHORIZED;
+        return NULL;
     size_t i = 7;
     while (i < h.len && h.ptr[i] == ' ')
         i++;
@@ -140,7 +139,7 @@ int auth_check(struct auth *a, struct slice h, int scope, uint64_t now_ms, uint3
     while (n && h.ptr[i + n - 1] == ' ')
         n--;
     if (n == 0 || n > TOKEN_MAX)
-        return ERR_UNAUTHORIZED;
+        return NULL;
     struct token *match = NULL;
     for (size_t k = 0; k < a->count; k++) {
         /* no early exit: every configured token is compared */
@@ -148,9 +147,23 @@ int auth_check(struct auth *a, struct slice h, int scope, uint64_t now_ms, uint3
         if (ct_equal(t, h.ptr + i, n) && !match)
             match = t;
     }
+    return match;
+}
+
+int auth_scopes(struct auth *a, struct slice h)
+{
+    struct token *t = find_token(a, h);
+    return t ? t->scopes : 0;
+}
+
+int auth_check(struct auth *a, struct slice h, int scope, uint64_t now_ms, uint32_t *retry_after_s)
+{
+    if (scope == SCOPE_NONE)
+        return 0;
+    struct token *match = find_token(a, h);
     if (!match)
         return ERR_UNAUTHORIZED;
-    if (!(match->scopes & scope))
+    if (scope != SCOPE_ANY && !(match->scopes & scope))
         return ERR_FORBIDDEN;
     if (a->rps > 0) {
         pthread_mutex_lock(&match->mu);

@@ -19,6 +19,7 @@ enum auth_scope {
     SCOPE_ADMIN = 4,
     SCOPE_KV = 8,
     SCOPE_ALL = 15,
+    SCOPE_ANY = 16,     /* a route for any valid token, whatever its scopes (GET /auth/whoami) */
 };
 
 struct auth;
@@ -33,5 +34,8 @@ size_t auth_token_count(const struct auth *a);
  * Returns 0, ERR_UNAUTHORIZED, ERR_FORBIDDEN or ERR_RATE_LIMITED (*retry_after_s set). */
 int auth_check(struct auth *a, struct slice authorization, int scope, uint64_t now_ms,
                uint32_t *retry_after_s);
+/* The scopes (SCOPE_* bits) of the token in an Authorization header value; 0 if it names none of
+ * the configured tokens. No rate limit is charged (auth_check already did, for the route). */
+int auth_scopes(struct auth *a, struct slice authorization);
 
 #endif

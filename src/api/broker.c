@@ -708,17 +708,18 @@ static void h_topics_list(struct rctx *x, const struct route_match *m)
     api_respond_json(x, 200, &b);
 }
 
+/* The partitions' stats are copied out under the broker's metadata lock, then written with the
+ * retention policy in effect for each (broker_retention_get takes that lock itself). */
+struct describe_ctx {
+    struct plog_stats st[BROKER_PARTITIONS_MAX];
+    uint32_t n;
+};
+
 static void describe_fn(void *ctx, uint32_t partition, const struct plog_stats *st)
 {
-    struct jw *w = ctx;
-    jw_obj_open(w);
-    jw_ku64(w, "partition", partition);
-    jw_ku64(w, "earliest_offset", st->start_offset);
-    jw_ku64(w, "latest_offset", st->high_watermark);
-    jw_ku64(w, "records", st->high_watermark - st->start_offset);
-    jw_ku64(w, "bytes", st->bytes);
-    jw_ku64(w, "segments", st->segments);
-    jw_obj_close(w);
+    struct describe_ctx *d = ctx;
+    if (partition < BROKER_PARTITIONS_MAX && partition == d->n)
+        d->st[d->n++] = *st;
 }
 
 static void h_topic_get(struct rctx *x, const struct route_match *m)
@@ -726,6 +727,17 @@ static void h_topic_get(struct rctx *x, const struct route_match *m)
     struct slice topic = route_param(m, "topic");
     if (!api_check_name(x, topic, BROKER_TOPIC_NAME_MAX, "Topic name"))
         return;
+    struct describe_ctx *d = arena_alloc(http_req_arena(x->req), sizeof *d);
+    if (!d) {
+        api_respond_error(x, ERR_NOMEM, NULL);
+        return;
+    }
+    d->n = 0;
+    int rc = broker_describe(x->api->broker, topic, describe_fn, d);
+    if (rc) {
+        api_respond_error(x, rc, NULL);
+        return;
+    }
     struct sbuf b;
     sbuf_init(&b, 0);
     struct jw w;
@@ -736,11 +748,21 @@ static void h_topic_get(struct rctx *x, const struct route_match *m)
     jw_strn(&w, topic.ptr, topic.len);
     jw_key(&w, "partitions");
     jw_arr_open(&w);
-    int rc = broker_describe(x->api->broker, topic, describe_fn, &w);
-    if (rc) {
-        sbuf_free(&b);
-        api_respond_error(x, rc, NULL);
-        return;
+    for (uint32_t i = 0; i < d->n; i++) {
+        const struct plog_stats *st = &d->st[i];
+        int64_t ttl = 0, mb = 0;
+        if (broker_retention_get(x->api->broker, topic, i, &ttl, &mb))
+            ttl = mb = 0; /* deleted meanwhile: the stats above are still what was there */
+        jw_obj_open(&w);
+        jw_ku64(&w, "partition", i);
+        jw_ku64(&w, "earliest_offset", st->start_offset);
+        jw_ku64(&w, "latest_offset", st->high_watermark);
+        jw_ku64(&w, "records", st->high_watermark - st->start_offset);
+        jw_ku64(&w, "bytes", st->bytes);
+        jw_ku64(&w, "segments", st->segments);
+        jw_ku64(&w, "retention_ttl_ms", (uint64_t)ttl);
+        jw_ku64(&w, "retention_max_bytes", (uint64_t)mb);
+        jw_obj_close(&w);
     }
     jw_arr_close(&w);
     jw_obj_close(&w);
@@ -809,25 +831,28 @@ static void h_group(struct rctx *x, const struct route_match *m)
 }
 
 /* GET /broker/groups: every group that has committed an offset, with how many topics and
- * partitions it committed and its total lag (high watermark - max(committed, start offset), as
- * ayder_group_lag_records). The entries are copied out of the broker first (its locks are held
- * only for that copy), then sorted by (group, topic) and folded. */
+ * partitions it committed, its total lag, and each committed offset with its lag (high watermark -
+ * max(committed, start offset), as ayder_group_lag_records). The entries are copied out of the
+ * broker first (its locks are held only for that copy), then sorted by (group, topic, partition)
+ * and folded. Bounded: past GROUPS_LIST_MAX offsets the answer says "truncated":true. */
+#define GROUPS_LIST_MAX 100000
+
 struct glist_ent {
     char *group, *topic;
-    uint64_t lag;
+    uint32_t partition;
+    uint64_t committed, start, hw, lag;
 };
 struct glist {
     struct glist_ent *e;
-    size_t n, cap;
+    size_t n, cap, seen;
     bool oom;
 };
 
 static void glist_fn(void *ctx, struct slice topic, struct slice group, uint32_t partition,
                      uint64_t committed, uint64_t start, uint64_t hw)
 {
-    (void)partition;
     struct glist *g = ctx;
-    if (g->oom)
+    if (g->oom || g->seen++ >= GROUPS_LIST_MAX)
         return;
     if (g->n == g->cap) {
         size_t cap = g->cap ? g->cap * 2 : 64;
@@ -843,6 +868,10 @@ static void glist_fn(void *ctx, struct slice topic, struct slice group, uint32_t
     struct glist_ent *e = &g->e[g->n];
     e->group = xstrndup((const char *)group.ptr, group.len);
     e->topic = xstrndup((const char *)topic.ptr, topic.len);
+    e->partition = partition;
+    e->committed = committed;
+    e->start = start;
+    e->hw = hw;
     e->lag = hw > from ? hw - from : 0;
     if (!e->group || !e->topic) {
         xfree(e->group);
@@ -857,7 +886,9 @@ static int glist_cmp(const void *a, const void *b)
 {
     const struct glist_ent *x = a, *y = b;
     int c = strcmp(x->group, y->group);
-    return c ? c : strcmp(x->topic, y->topic);
+    if (!c)
+        c = strcmp(x->topic, y->topic);
+    return c ? c : (x->partition > y->partition) - (x->partition < y->partition);
 }
 
 static void h_groups_list(struct rctx *x, const struct route_match *m)
@@ -871,16 +902,14 @@ static void h_groups_list(struct rctx *x, const struct route_match *m)
             xfree(g.e[i].topic);
         }
         xfree(g.e);
-        api_respond_error(x, ERR_NOMEM, NULL);
+        api_respond_error(x, rc ? rc : ERR_NOMEM, NULL);
         return;
     }
-    qsort(g.e, g.n, sizeof *g.e, glist_cmp);
+    if (g.n)
+        qsort(g.e, g.n, sizeof *g.e, glist_cmp);
     struct sbuf b;
-    sbuf_init(&b, 0);
     struct jw w;
-    jw_init(&w, &b);
-    jw_obj_open(&w);
-    jw_kbool(&w, "ok", true);
+    api_json_open_ok(&b, &w);
     jw_key(&w, "groups");
     jw_arr_open(&w);
     for (size_t i = 0; i < g.n;) {
@@ -897,10 +926,26 @@ static void h_groups_list(struct rctx *x, const struct route_match *m)
         jw_ku64(&w, "topics", topics);
         jw_ku64(&w, "partitions", j - i);
         jw_ku64(&w, "lag", lag);
+        jw_key(&w, "offsets");
+        jw_arr_open(&w);
+        for (size_t k = i; k < j; k++) {
+            const struct glist_ent *e = &g.e[k];
+            jw_obj_open(&w);
+            jw_key(&w, "topic");
+            jw_strn(&w, (const uint8_t *)e->topic, strlen(e->topic));
+            jw_ku64(&w, "partition", e->partition);
+            jw_ku64(&w, "committed_offset", e->committed);
+            jw_ku64(&w, "start_offset", e->start);
+            jw_ku64(&w, "latest_offset", e->hw);
+            jw_ku64(&w, "lag", e->lag);
+            jw_obj_close(&w);
+        }
+        jw_arr_close(&w);
         jw_obj_close(&w);
         i = j;
     }
     jw_arr_close(&w);
+    jw_kbool(&w, "truncated", g.seen > GROUPS_LIST_MAX);
     jw_obj_close(&w);
     for (size_t i = 0; i < g.n; i++) {
         xfree(g.e[i].group);

@@ -1,4 +1,6 @@
-/* ops.c -- the operations area of the API: GET /health, GET /ready, GET /metrics (public).
+/* ops.c -- the operations area of the API: GET /health, GET /ready, GET /metrics (public), and
+ * GET /auth/whoami (any valid token: which scopes it has, so a client such as the console shows
+ * only the actions the token may take).
  *
  * /health and /ready answer at once from flags. /metrics renders, on the worker, every family
  * docs/HTTP_API.md lists; /metrics_ha and /ha/status are in cluster.c.
@@ -373,9 +375,34 @@ static void h_metrics(struct rctx *x, const struct route_match *m)
     }
 }
 
+/* {"ok":true,"scopes":["produce","consume","admin","kv"]}: the route checked the token already
+ * (SCOPE_ANY: any valid token, rate limit charged once). */
+static void h_whoami(struct rctx *x, const struct route_match *m)
+{
+    (void)m;
+    static const struct {
+        int bit;
+        const char *name;
+    } names[] = {{SCOPE_PRODUCE, "produce"}, {SCOPE_CONSUME, "consume"}, {SCOPE_ADMIN, "admin"},
+                 {SCOPE_KV, "kv"}};
+    int scopes = auth_scopes(x->api->cfg.auth, http_req_head(x->req)->authorization);
+    struct sbuf b;
+    struct jw w;
+    api_json_open_ok(&b, &w);
+    jw_key(&w, "scopes");
+    jw_arr_open(&w);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (scopes & names[i].bit)
+            jw_str(&w, names[i].name);
+    jw_arr_close(&w);
+    jw_obj_close(&w);
+    api_respond_json(x, 200, &b);
+}
+
 const struct api_route api_ops_routes[] = {
     {"GET", "/health", "health", SCOPE_NONE, 0, h_health},
     {"GET", "/ready", "ready", SCOPE_NONE, 0, h_ready},
     {"GET", "/metrics", "metrics", SCOPE_NONE, 0, h_metrics},
+    {"GET", "/auth/whoami", "whoami", SCOPE_ANY, 0, h_whoami},
     API_ROUTES_END,
 };

@@ -907,9 +907,11 @@ static int apply_retention(struct broker *b, struct slice payload, struct apply_
     }
     if (slice_eq_cstr(e.topic, "*")) {
         if (e.ttl_ms != RETENTION_UNSET)
-            b->all_ttl_ms = e.ttl_ms ? e.ttl_ms : RETENTION_UNSET;
+            __atomic_store_n(&b->all_ttl_ms, e.ttl_ms ? e.ttl_ms : RETENTION_UNSET,
+                             __ATOMIC_RELAXED);
         if (e.max_bytes != RETENTION_UNSET)
-            b->all_max_bytes = e.max_bytes ? e.max_bytes : RETENTION_UNSET;
+            __atomic_store_n(&b->all_max_bytes, e.max_bytes ? e.max_bytes : RETENTION_UNSET,
+                             __ATOMIC_RELAXED);
         return 0;
     }
     struct topic *t = topic_get(b, e.topic);
@@ -926,10 +928,11 @@ static int apply_retention(struct broker *b, struct slice payload, struct apply_
         ttl = &t->parts[e.partition].ttl_ms;
         mb = &t->parts[e.partition].max_bytes;
     }
+    /* Relaxed atomic stores: broker_retention_get reads them on HTTP workers. */
     if (e.ttl_ms != RETENTION_UNSET)
-        *ttl = e.ttl_ms ? e.ttl_ms : RETENTION_UNSET;
+        __atomic_store_n(ttl, e.ttl_ms ? e.ttl_ms : RETENTION_UNSET, __ATOMIC_RELAXED);
     if (e.max_bytes != RETENTION_UNSET)
-        *mb = e.max_bytes ? e.max_bytes : RETENTION_UNSET;
+        __atomic_store_n(mb, e.max_bytes ? e.max_bytes : RETENTION_UNSET, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -1336,6 +1339,31 @@ int broker_describe(struct broker *b, struct slice topic, broker_part_fn fn, voi
     }
     pthread_rwlock_unlock(&b->meta);
     return t ? 0 : ERR_NO_TOPIC;
+}
+
+static int64_t policy_of(const int64_t *part, const int64_t *topic, const int64_t *all)
+{
+    int64_t v = __atomic_load_n(part, __ATOMIC_RELAXED);
+    if (v == RETENTION_UNSET)
+        v = __atomic_load_n(topic, __ATOMIC_RELAXED);
+    if (v == RETENTION_UNSET)
+        v = __atomic_load_n(all, __ATOMIC_RELAXED);
+    return v == RETENTION_UNSET ? 0 : v;
+}
+
+int broker_retention_get(struct broker *b, struct slice topic, uint32_t partition, int64_t *ttl_ms,
+                         int64_t *max_bytes)
+{
+    pthread_rwlock_rdlock(&b->meta);
+    struct topic *t = topic_get(b, topic);
+    int rc = !t ? ERR_NO_TOPIC : partition >= t->nparts ? ERR_BAD_PARTITION : 0;
+    if (!rc) {
+        struct partition *p = &t->parts[partition];
+        *ttl_ms = policy_of(&p->ttl_ms, &t->ttl_ms, &b->all_ttl_ms);
+        *max_bytes = policy_of(&p->max_bytes, &t->max_bytes, &b->all_max_bytes);
+    }
+    pthread_rwlock_unlock(&b->meta);
+    return rc;
 }
 
 void broker_group(struct broker *b, struct slice group, struct slice topic, broker_group_fn fn,

@@ -140,6 +140,10 @@ typedef void (*broker_list_fn)(void *ctx, struct slice name, uint32_t partitions
 void broker_list(struct broker *b, broker_list_fn fn, void *ctx);
 typedef void (*broker_part_fn)(void *ctx, uint32_t partition, const struct plog_stats *st);
 int broker_describe(struct broker *b, struct slice topic, broker_part_fn fn, void *ctx);
+/* The retention policy in effect for a partition (its own, else its topic's, else the "*" one):
+ * ttl_ms / max_bytes, 0 where none. ERR_NO_TOPIC / ERR_BAD_PARTITION. Any thread. */
+int broker_retention_get(struct broker *b, struct slice topic, uint32_t partition, int64_t *ttl_ms,
+                         int64_t *max_bytes);
 /* Committed offset of (topic, group, partition): 0 and *off, or ERR_NOT_FOUND. */
 int broker_committed(struct broker *b, struct slice topic, struct slice group, uint32_t partition,
                      uint64_t *off);
