@@ -39,7 +39,7 @@ UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 DEPS     := $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(BUILD)/src/main.d $(LIB_SRC:%.c=build-fuzz/%.d)
 
-.PHONY: all clean test unit integration shim cluster jepsen fuzz-replay fuzz fuzz-build bench bench-cluster bench-query soak deps test-deps
+.PHONY: all clean test unit integration shim cluster jepsen fuzz-replay fuzz fuzz-build bench bench-cluster bench-query bench-subscribe soak deps test-deps
 
 all: ayder
 
@@ -168,3 +168,10 @@ bench-join: $(BUILD)/join_bench
 	./$(BUILD)/join_bench 1000000 100000 50
 $(BUILD)/join_bench: bench/join/join_bench.c $(BUILD)/libayder.a
 	$(CC) $(CFLAGS) $(WARN) $(DEFS) $(INCS) -o $@ $^ $(LIBS)
+
+# Push-delivery load client (docs/BENCHMARKS.md "Subscriptions"): epoll over 10,000 sockets,
+# driven by bench/subscribe. libc only.
+$(BUILD)/sub_load: bench/sub_load.c
+	$(CC) $(CFLAGS) $(WARN) $(DEFS) -o $@ $< -lpthread
+bench-subscribe: ayder $(BUILD)/sub_load
+	bench/subscribe

@@ -445,7 +445,11 @@ static void pump(struct sub *s)
             sub_end(s, "limit", "The requested number of events was delivered");
             return;
         }
-        if (res.count == 0 && !park(s, p))
+        /* Park when the read came back empty, or when it reached the high watermark it saw: a
+         * live subscriber is woken for each append and reads the new record(s) in one go, so
+         * another read would only find nothing (one broker_read per event saved; broker_wait
+         * re-checks the watermark under its lock and answers ERR_AGAIN if more arrived). */
+        if ((res.count == 0 || (rc == 0 && p->next >= hw)) && !park(s, p))
             continue;
     }
     if (s->closed || s->ending)
