@@ -370,6 +370,30 @@ bool api_answer_open(struct rctx *x, struct sbuf *b, struct jw *w)
     return true;
 }
 
+static void answer_fields(struct rctx *x, int phase)
+{
+    (void)phase;
+    struct sbuf b;
+    struct jw w;
+    if (!api_answer_open(x, &b, &w))
+        return;
+    x->fields(x, &w);
+    jw_obj_close(&w);
+    api_respond_json(x, 200, &b);
+}
+
+void api_start_write_fields(struct rctx *x, uint8_t type, api_fields_fn fields)
+{
+    x->fields = fields;
+    api_start_write(x, type, answer_fields);
+}
+
+void api_json_write_fields(struct rctx *x, api_json_encode_fn encode, api_fields_fn fields)
+{
+    x->fields = fields;
+    api_json_write(x, encode, answer_fields);
+}
+
 /* Worker: the core is done with the proposal (the request's last use by the core). */
 static void prop_release(struct http_req *req)
 {

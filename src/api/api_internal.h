@@ -44,6 +44,8 @@ struct rctx;
 typedef void (*api_handler_fn)(struct rctx *x, const struct route_match *m);
 /* Called on the worker with PROPOSAL_APPENDED (rocket writes only) and PROPOSAL_DONE. */
 typedef void (*api_answer_fn)(struct rctx *x, int phase);
+/* Writes the members of a success answer (api_start_write_fields). */
+typedef void (*api_fields_fn)(struct rctx *x, struct jw *w);
 
 /* Route flags. */
 #define API_READ 1u  /* answers from state: honours ?consistency=leader (ReadIndex) */
@@ -144,6 +146,7 @@ struct rctx {
     struct route_match match;
     /* an area's own per-request state (stream.c: its job) */
     void *area;
+    api_fields_fn fields; /* api_*_fields: the members of the success answer */
 };
 
 /* --- responses ----------------------------------------------------------------------------- */
@@ -203,6 +206,10 @@ void api_json_write(struct rctx *x, api_json_encode_fn encode, api_answer_fn ans
 /* For answer functions: answer the proposal's error (CAS mismatch with expected/current) and
  * return false, or open {"ok":true into b/w and return true. */
 bool api_answer_open(struct rctx *x, struct sbuf *b, struct jw *w);
+/* The common answer of a write: {"ok":true + what `fields` writes + "}" once the core is done, or
+ * the proposal's error. api_*_fields are api_start_write / api_json_write with that answer. */
+void api_start_write_fields(struct rctx *x, uint8_t type, api_fields_fn fields);
+void api_json_write_fields(struct rctx *x, api_json_encode_fn encode, api_fields_fn fields);
 /* "sealed","durable","mode","synced","write_concern" members of a write answer. */
 void api_write_durability(struct jw *w, struct rctx *x, bool durable);
 /* ?timing=1 members (parse_us, queue_us, sync_wait_us, server_us). */

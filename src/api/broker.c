@@ -488,83 +488,49 @@ static void h_consume(struct rctx *x, const struct route_match *m)
 /* ------------------------------------------------------------------------------------------ */
 /* Commit, topics, groups, retention                                                           */
 
-static void answer_commit(struct rctx *x, int phase)
+static void answer_commit_fields(struct rctx *x, struct jw *w)
 {
-    (void)phase;
-    struct sbuf b;
-    struct jw w;
-    if (!api_answer_open(x, &b, &w))
-        return;
     if (x->prop.res.ignored) {
-        jw_kbool(&w, "ignored", true);
-        jw_ku64(&w, "committed_offset", x->prop.res.committed);
+        jw_kbool(w, "ignored", true);
+        jw_ku64(w, "committed_offset", x->prop.res.committed);
     }
-    jw_obj_close(&w);
-    api_respond_json(x, 200, &b);
 }
 
-static void answer_topic_create(struct rctx *x, int phase)
+static void answer_topic_create_fields(struct rctx *x, struct jw *w)
 {
-    (void)phase;
-    struct sbuf b;
-    struct jw w;
-    if (!api_answer_open(x, &b, &w))
-        return;
     const struct proposal *p = &x->prop;
     struct entry_topic e;
     entry_topic_decode(slice_of(p->payload.data, p->payload.len), &e);
-    jw_key(&w, "topic");
-    jw_strn(&w, e.name.ptr, e.name.len);
-    jw_ku64(&w, "partitions", p->res.partitions ? p->res.partitions : e.partitions);
-    jw_kbool(&w, "created", p->res.created);
-    jw_obj_close(&w);
-    api_respond_json(x, 200, &b);
+    jw_key(w, "topic");
+    jw_strn(w, e.name.ptr, e.name.len);
+    jw_ku64(w, "partitions", p->res.partitions ? p->res.partitions : e.partitions);
+    jw_kbool(w, "created", p->res.created);
 }
 
-static void answer_topic_delete(struct rctx *x, int phase)
+static void answer_topic_delete_fields(struct rctx *x, struct jw *w)
 {
-    (void)phase;
-    struct sbuf b;
-    struct jw w;
-    if (!api_answer_open(x, &b, &w))
-        return;
-    jw_kbool(&w, "deleted", true);
-    jw_obj_close(&w);
-    api_respond_json(x, 200, &b);
+    (void)x;
+    jw_kbool(w, "deleted", true);
 }
 
-static void answer_delete_before(struct rctx *x, int phase)
+static void answer_delete_before_fields(struct rctx *x, struct jw *w)
 {
-    (void)phase;
-    struct sbuf b;
-    struct jw w;
-    if (!api_answer_open(x, &b, &w))
-        return;
-    jw_ku64(&w, "deleted_count", x->prop.res.deleted_count);
-    jw_ku64(&w, "freed_bytes", x->prop.res.freed_bytes);
-    jw_obj_close(&w);
-    api_respond_json(x, 200, &b);
+    jw_ku64(w, "deleted_count", x->prop.res.deleted_count);
+    jw_ku64(w, "freed_bytes", x->prop.res.freed_bytes);
 }
 
-static void answer_retention(struct rctx *x, int phase)
+static void answer_retention_fields(struct rctx *x, struct jw *w)
 {
-    (void)phase;
-    struct sbuf b;
-    struct jw w;
-    if (!api_answer_open(x, &b, &w))
-        return;
     struct entry_retention e;
     entry_retention_decode(slice_of(x->prop.payload.data, x->prop.payload.len), &e);
-    jw_key(&w, "topic");
-    jw_strn(&w, e.topic.ptr, e.topic.len);
+    jw_key(w, "topic");
+    jw_strn(w, e.topic.ptr, e.topic.len);
     if (e.partition != RETENTION_ALL_PARTITIONS)
-        jw_ku64(&w, "partition", e.partition);
+        jw_ku64(w, "partition", e.partition);
     if (e.ttl_ms != RETENTION_UNSET)
-        jw_ki64(&w, "ttl_ms", e.ttl_ms);
+        jw_ki64(w, "ttl_ms", e.ttl_ms);
     if (e.max_bytes != RETENTION_UNSET)
-        jw_ki64(&w, "max_bytes", e.max_bytes);
-    jw_obj_close(&w);
-    api_respond_json(x, 200, &b);
+        jw_ki64(w, "max_bytes", e.max_bytes);
 }
 
 static int enc_commit(struct rctx *x, json_t *j, struct sbuf *out)
@@ -678,7 +644,7 @@ static void h_topic_delete(struct rctx *x, const struct route_match *m)
         return;
     sbuf_init(&x->prop.payload, 0);
     entry_topic_encode(&x->prop.payload, &e);
-    api_start_write(x, ENTRY_TOPIC_DELETE, answer_topic_delete);
+    api_start_write_fields(x, ENTRY_TOPIC_DELETE, answer_topic_delete_fields);
 }
 
 static void list_fn(void *ctx, struct slice name, uint32_t partitions)
@@ -958,25 +924,25 @@ static void h_groups_list(struct rctx *x, const struct route_match *m)
 static void h_commit(struct rctx *x, const struct route_match *m)
 {
     (void)m;
-    api_json_write(x, enc_commit, answer_commit);
+    api_json_write_fields(x, enc_commit, answer_commit_fields);
 }
 
 static void h_topic_create(struct rctx *x, const struct route_match *m)
 {
     (void)m;
-    api_json_write(x, enc_topic_create, answer_topic_create);
+    api_json_write_fields(x, enc_topic_create, answer_topic_create_fields);
 }
 
 static void h_delete_before(struct rctx *x, const struct route_match *m)
 {
     (void)m;
-    api_json_write(x, enc_delete_before, answer_delete_before);
+    api_json_write_fields(x, enc_delete_before, answer_delete_before_fields);
 }
 
 static void h_retention(struct rctx *x, const struct route_match *m)
 {
     (void)m;
-    api_json_write(x, enc_retention, answer_retention);
+    api_json_write_fields(x, enc_retention, answer_retention_fields);
 }
 
 /* Produce and consume first: the router tries routes in order. */
