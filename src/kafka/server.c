@@ -21,6 +21,11 @@
  *  3. Bytes from the network are never asserted on: a bad or oversized frame closes the
  *     connection; everything else is answered with a Kafka error code.
  *  4. Stored batches go out exactly as stored (plog_read_batches): Fetch never re-encodes.
+ *  5. In a cluster only the Raft leader (as this node knows it) serves partition data and
+ *     groups: Metadata names it as every partition's leader and FindCoordinator as the group
+ *     coordinator; on any other node Produce, Fetch and ListOffsets answer 6 and the group APIs
+ *     16, so clients refresh and go to the leader (a stale "I lead" only delays the refusal
+ *     to the core: a deposed leader's proposals fail, its reads are of committed data).
  */
 #include "kafka/server.h"
 
