@@ -85,6 +85,8 @@ static void usage(FILE *f)
             "  --kafka-port N           Kafka listener port (off)\n"
             "  --kafka-bind ADDR        Kafka listen address (127.0.0.1)\n"
             "  --kafka-advertise HOST   host named in Metadata answers (the bind address)\n"
+            "  --kafka-nodes SPEC       cluster: name=host:port,... each member's Kafka address\n"
+            "                           (RF_KAFKA_NODES; default: its RF_HA_NODES host, our port)\n"
             "environment:\n"
             "  RF_BEARER_TOKENS         tokens, 'tok[@scope+scope],...' (dev)\n"
             "  RF_AUTO_CREATE_TOPICS    1|0: produce creates unknown topics (1)\n"
@@ -273,6 +275,9 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--kafka-advertise") == 0 && v) {
             kc.advertised_host = v;
             i++;
+        } else if (strcmp(a, "--kafka-nodes") == 0 && v) {
+            kc.nodes = v;
+            i++;
         } else if (strcmp(a, "--data-dir") == 0 && v) {
             cc.data_dir = v;
             i++;
@@ -427,6 +432,8 @@ int main(int argc, char **argv)
     struct kafka_server *ks = NULL;
     if (kc.port >= 0) {
         kc.core = core;
+        if (!kc.nodes)
+            kc.nodes = getenv("RF_KAFKA_NODES");
         kc.auto_create_topics = cc.auto_create_topics;
         kc.default_partitions = cc.default_partitions;
         if ((rc = kafka_server_start(&kc, &ks))) {

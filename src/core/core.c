@@ -3235,6 +3235,24 @@ int core_read_barrier(struct core *c, struct read_barrier *rb)
 }
 
 bool core_cluster(struct core *c) { return c->cluster; }
+uint64_t core_self_id(struct core *c) { return c->self_id; }
+
+size_t core_members(struct core *c, struct ha_node *out, size_t max)
+{
+    if (!c->cluster)
+        return 0;
+    size_t n = 0;
+    pthread_mutex_lock(&c->pub_mu);
+    const struct raft_conf *conf = &c->pub_conf;
+    for (size_t i = 0; i < c->ha.n_nodes && n < max; i++) {
+        const struct ha_node *hn = &c->ha.nodes[i];
+        if (conf->n_voters && !raft_conf_has(conf, hn->id))
+            continue; /* an address of a node that is not (or no longer) a member */
+        out[n++] = *hn;
+    }
+    pthread_mutex_unlock(&c->pub_mu);
+    return n;
+}
 enum write_concern core_default_concern(struct core *c) { return c->ha.write_concern; }
 
 uint64_t core_leader(struct core *c, char *url, size_t url_len)

@@ -159,6 +159,11 @@ bool core_ready(struct core *c);
  * url_len > 0. In single-node mode: this node (url empty). */
 uint64_t core_leader(struct core *c, char *url, size_t url_len);
 bool core_cluster(struct core *c);
+/* This node's id (transport_node_id of its name; single node: its fixed id). */
+uint64_t core_self_id(struct core *c);
+/* The cluster's members (voters and learners) as this node knows them, in address-book order:
+ * copies at most max into out and returns how many it copied. Single node: 0. Any thread. */
+size_t core_members(struct core *c, struct ha_node *out, size_t max);
 enum write_concern core_default_concern(struct core *c);
 
 struct core_peer_status {

@@ -21,6 +21,11 @@
  *  3. Bytes from the network are never asserted on: a bad or oversized frame closes the
  *     connection; everything else is answered with a Kafka error code.
  *  4. Stored batches go out exactly as stored (plog_read_batches): Fetch never re-encodes.
+ *  5. In a cluster only the Raft leader (as this node knows it) serves partition data and
+ *     groups: Metadata names it as every partition's leader and FindCoordinator as the group
+ *     coordinator; on any other node Produce, Fetch and ListOffsets answer 6 and the group APIs
+ *     16, so clients refresh and go to the leader (a stale "I lead" only delays the refusal
+ *     to the core: a deposed leader's proposals fail, its reads are of committed data).
  */
 #include "kafka/server.h"
 
@@ -32,6 +37,7 @@
 #include "broker/broker.h"
 #include "broker/entry.h"
 #include "core/core.h"
+#include "core/ha_config.h"
 #include "kafka/codec.h"
 
 #include <pthread.h>
@@ -39,7 +45,7 @@
 #include <string.h>
 #include <uv.h>
 
-#define NODE_ID 1
+#define NODE_ID 1                     /* the broker id of a single node */
 #define REQ_ARENA_MAX (32u << 20)
 #define READ_PAUSE_BYTES (4u << 20)   /* stop reading while a request runs and this is buffered */
 #define WRITE_PAUSE_BYTES (8u << 20)  /* stop parsing while this much output is unsent */
@@ -109,6 +115,23 @@ struct kreq {
 
 struct kgroup;
 
+/* One entry of --kafka-nodes / RF_KAFKA_NODES: where clients reach a member's Kafka listener. */
+struct kaddr {
+    char name[HA_NAME_MAX];
+    char host[HA_HOST_MAX];
+    int port;
+};
+
+/* The cluster as one request sees it (see "Cluster view"). */
+struct kview {
+    uint32_t n;
+    int32_t ids[HA_MAX_NODES];
+    char hosts[HA_MAX_NODES][HA_HOST_MAX];
+    int ports[HA_MAX_NODES];
+    int32_t leader;     /* broker id of the Raft leader; -1 = none known */
+    bool self_leads;
+};
+
 struct kserver {
     struct kafka_server_config cfg;
     char bind[64], host[256];
@@ -128,6 +151,8 @@ struct kserver {
     struct kgroup *groups;
     uint32_t ngroups;
     uint64_t member_seq;
+    struct kaddr addrs[HA_MAX_NODES];
+    uint32_t naddrs;
 };
 
 static void conn_pump(struct kconn *c);
@@ -393,6 +418,119 @@ static void op_submit(struct kreq *r, uint32_t slot, uint8_t type, uint8_t conce
 /* ------------------------------------------------------------------------------------------ */
 /* ApiVersions, Metadata, FindCoordinator                                                      */
 
+/* ------------------------------------------------------------------------------------------ */
+/* Cluster view                                                                                */
+
+/* A member's Kafka broker id: the low 31 bits of its node id (transport_node_id of its name),
+ * so every node computes the same id for a member without any coordination. A single node is
+ * broker 1. */
+static int32_t broker_id_of(uint64_t node_id) { return (int32_t)(node_id & 0x7fffffffu); }
+
+static int own_port(const struct kserver *s)
+{
+    return s->cfg.advertised_port ? s->cfg.advertised_port : s->port;
+}
+
+/* The address rule (docs/KAFKA.md "Cluster"): a member named in --kafka-nodes is announced at
+ * the address given there; otherwise at its RF_HA_NODES host and this node's own Kafka port
+ * (every member listening on the same port, as on separate hosts); this node itself, when not
+ * named, at --kafka-advertise if given, else its RF_HA_NODES host. */
+static void view_build(struct kserver *s, struct kview *v)
+{
+    memset(v, 0, sizeof *v);
+    struct ha_node nodes[HA_MAX_NODES];
+    size_t n = core_members(s->core, nodes, HA_MAX_NODES);
+    if (n == 0) {
+        v->n = 1;
+        v->ids[0] = NODE_ID;
+        snprintf(v->hosts[0], sizeof v->hosts[0], "%s", s->host);
+        v->ports[0] = own_port(s);
+        v->leader = NODE_ID;
+        v->self_leads = true;
+        return;
+    }
+    uint64_t self = core_self_id(s->core);
+    uint64_t leader = core_leader(s->core, NULL, 0);
+    v->leader = -1;
+    for (size_t i = 0; i < n; i++) {
+        const struct kaddr *a = NULL;
+        for (uint32_t k = 0; k < s->naddrs && !a; k++)
+            if (strcmp(s->addrs[k].name, nodes[i].name) == 0)
+                a = &s->addrs[k];
+        const char *host = nodes[i].host;
+        int port = own_port(s);
+        if (a) {
+            host = a->host;
+            port = a->port;
+        } else if (nodes[i].id == self && s->cfg.advertised_host && *s->cfg.advertised_host) {
+            host = s->cfg.advertised_host;
+        }
+        v->ids[v->n] = broker_id_of(nodes[i].id);
+        snprintf(v->hosts[v->n], sizeof v->hosts[v->n], "%s", host);
+        v->ports[v->n] = port;
+        v->n++;
+        if (leader && nodes[i].id == leader)
+            v->leader = broker_id_of(leader);
+    }
+    v->self_leads = leader != 0 && leader == self;
+}
+
+/* Whether this node may serve partition data and groups: the Raft leader (or a single node). */
+static bool kafka_leads(struct kserver *s)
+{
+    return !core_cluster(s->core) || core_leader(s->core, NULL, 0) == core_self_id(s->core);
+}
+
+/* Parse "name=host:port,..." (host may be [IPv6]). 0 or ERR_INVALID with a logged sentence. */
+static int parse_addrs(struct kserver *s, const char *spec)
+{
+    s->naddrs = 0;
+    if (!spec || !*spec)
+        return 0;
+    const char *p = spec;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        const char *end = p + len;
+        const char *colon = NULL;
+        for (const char *q = end; q > p; q--)
+            if (q[-1] == ':') {
+                colon = q - 1;
+                break;
+            }
+        long port = 0;
+        if (colon) {
+            char *pe;
+            port = strtol(colon + 1, &pe, 10);
+            if (pe != end || colon + 1 == end)
+                port = 0;
+        }
+        const char *h = eq ? eq + 1 : NULL, *he = colon;
+        if (h && he && he - h >= 2 && *h == '[' && he[-1] == ']') {
+            h++;
+            he--;
+        }
+        if (s->naddrs == HA_MAX_NODES || !eq || eq == p || (size_t)(eq - p) >= HA_NAME_MAX ||
+            !colon || colon < eq || he <= h || (size_t)(he - h) >= HA_HOST_MAX || port < 1 ||
+            port > 65535) {
+            LOG_E("kafka", "--kafka-nodes: item '%.*s': expected name=host:port (at most %d)",
+                  (int)len, p, HA_MAX_NODES);
+            return ERR_INVALID;
+        }
+        struct kaddr *a = &s->addrs[s->naddrs++];
+        memcpy(a->name, p, (size_t)(eq - p));
+        a->name[eq - p] = 0;
+        memcpy(a->host, h, (size_t)(he - h));
+        a->host[he - h] = 0;
+        a->port = (int)port;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    return 0;
+}
+
 static void handle_api_versions(struct kreq *r, int16_t error)
 {
     struct sbuf b;
@@ -435,11 +573,11 @@ static void list_cb(void *ctx, struct slice name, uint32_t partitions)
     l->n++;
 }
 
-static void write_broker(struct kserver *s, struct sbuf *b)
+static void write_broker(const struct kview *v, uint32_t i, struct sbuf *b)
 {
-    kw_i32(b, NODE_ID);
-    kw_cstr(b, s->host);
-    kw_i32(b, s->cfg.advertised_port ? s->cfg.advertised_port : s->port);
+    kw_i32(b, v->ids[i]);
+    kw_cstr(b, v->hosts[i]);
+    kw_i32(b, v->ports[i]);
 }
 
 static void topic_create_async_done(struct proposal *p)
@@ -468,17 +606,21 @@ static void auto_create(struct kserver *s, struct slice name)
     }
 }
 
-static void write_partitions(struct sbuf *b, uint32_t n)
+/* Every partition is led by the Raft leader and replicated to every member (one Raft group
+ * holds every partition); the ISR is reported as every member too: Raft's commit rule, not a
+ * per-partition ISR, decides what acks=all waits for. */
+static void write_partitions(struct sbuf *b, uint32_t n, const struct kview *v)
 {
     kw_i32(b, (int32_t)n);
     for (uint32_t i = 0; i < n; i++) {
-        kw_i16(b, KERR_NONE);
+        kw_i16(b, v->leader >= 0 ? KERR_NONE : KERR_LEADER_NOT_AVAILABLE);
         kw_i32(b, (int32_t)i);
-        kw_i32(b, NODE_ID);
-        kw_i32(b, 1);
-        kw_i32(b, NODE_ID); /* replicas */
-        kw_i32(b, 1);
-        kw_i32(b, NODE_ID); /* isr */
+        kw_i32(b, v->leader);
+        for (int k = 0; k < 2; k++) { /* replicas, isr */
+            kw_i32(b, (int32_t)v->n);
+            for (uint32_t j = 0; j < v->n; j++)
+                kw_i32(b, v->ids[j]);
+        }
     }
 }
 
@@ -487,18 +629,26 @@ static void handle_metadata(struct kreq *r)
     struct kserver *s = r->s;
     const struct kafka_request *q = &r->q;
     int16_t v = q->h.api_version;
+    struct kview *view = arena_alloc(&r->arena, sizeof *view);
+    if (!view) {
+        req_respond(r, NULL);
+        return;
+    }
+    view_build(s, view);
     struct sbuf b;
     size_t st = resp_start(r, &b);
     if (v >= 3)
         kw_i32(&b, 0);
-    kw_i32(&b, 1);
-    write_broker(s, &b);
-    if (v >= 1)
-        kw_null_str(&b); /* rack */
+    kw_i32(&b, (int32_t)view->n);
+    for (uint32_t i = 0; i < view->n; i++) {
+        write_broker(view, i, &b);
+        if (v >= 1)
+            kw_null_str(&b); /* rack */
+    }
     if (v >= 2)
         kw_cstr(&b, "ayder");
     if (v >= 1)
-        kw_i32(&b, NODE_ID); /* controller */
+        kw_i32(&b, view->leader); /* controller */
     bool all = q->topics_null || (v == 0 && q->ntopics == 0);
     if (all) {
         struct name_list l = {r, NULL, NULL, 0, 0};
@@ -509,7 +659,7 @@ static void handle_metadata(struct kreq *r)
             kw_str(&b, l.names[i]);
             if (v >= 1)
                 kw_i8(&b, 0);
-            write_partitions(&b, l.parts[i]);
+            write_partitions(&b, l.parts[i], view);
         }
     } else {
         kw_i32(&b, (int32_t)q->ntopics);
@@ -531,7 +681,7 @@ static void handle_metadata(struct kreq *r)
             kw_str(&b, name);
             if (v >= 1)
                 kw_i8(&b, 0);
-            write_partitions(&b, n);
+            write_partitions(&b, n, view);
         }
     }
     resp_finish(r, &b, st);
@@ -544,12 +694,21 @@ static void handle_find_coordinator(struct kreq *r)
     size_t st = resp_start(r, &b);
     if (v >= 1)
         kw_i32(&b, 0);
-    bool ok = r->q.key_type == 0; /* 1 = transaction coordinator: not served */
+    /* Groups are coordinated by the Raft leader's Kafka thread (their committed offsets are
+     * proposals, which only the leader makes); 1 = transaction coordinator: not served. */
+    struct kview *view = arena_alloc(&r->arena, sizeof *view);
+    uint32_t li = 0;
+    if (view) {
+        view_build(r->s, view);
+        while (li < view->n && view->ids[li] != view->leader)
+            li++;
+    }
+    bool ok = r->q.key_type == 0 && view && li < view->n;
     kw_i16(&b, ok ? KERR_NONE : KERR_COORDINATOR_NOT_AVAILABLE);
     if (v >= 1)
         kw_null_str(&b);
     if (ok) {
-        write_broker(r->s, &b);
+        write_broker(view, li, &b);
     } else {
         kw_i32(&b, -1);
         kw_cstr(&b, "");
@@ -757,6 +916,9 @@ static void fetch_run(struct kreq *r)
     }
     size_t total = 0;
     size_t max_total = q->max_bytes > 0 ? (size_t)q->max_bytes : (size_t)INT32_MAX;
+    /* Followers do not serve fetches (no KIP-392 follower fetching): the client refreshes its
+     * metadata and fetches from the leader, so no consumer reads a copy that lags the leader. */
+    bool lead = kafka_leads(s);
     kw_i32(&b, (int32_t)q->ntopics);
     uint32_t k = 0;
     for (uint32_t i = 0; i < q->ntopics; i++) {
@@ -787,7 +949,9 @@ static void fetch_run(struct kreq *r)
             size_t budget = pt->max_bytes > 0 ? (size_t)pt->max_bytes : 0;
             if (total > 0 && budget > max_total - total)
                 budget = max_total > total ? max_total - total : 0;
-            if (pt->partition < 0) {
+            if (!lead) {
+                err = KERR_NOT_LEADER_FOR_PARTITION;
+            } else if (pt->partition < 0) {
                 err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
             } else if (pt->offset < 0) {
                 err = KERR_OFFSET_OUT_OF_RANGE;
@@ -822,7 +986,7 @@ static void fetch_run(struct kreq *r)
             total += b.len - before;
         }
     }
-    bool wait = !r->waited && q->max_wait_ms > 0 && total < (size_t)(q->min_bytes > 0 ? q->min_bytes : 1) &&
+    bool wait = lead && !r->waited && q->max_wait_ms > 0 && total < (size_t)(q->min_bytes > 0 ? q->min_bytes : 1) &&
                 r->c != NULL && sbuf_ok(&b);
     if (wait) {
         r->waited = true;
@@ -903,6 +1067,7 @@ static void handle_list_offsets(struct kreq *r)
     size_t st = resp_start(r, &b);
     if (q->h.api_version >= 2)
         kw_i32(&b, 0);
+    bool lead = kafka_leads(s);
     kw_i32(&b, (int32_t)q->ntopics);
     for (uint32_t i = 0; i < q->ntopics; i++) {
         const struct kafka_topic *t = &q->topics[i];
@@ -914,7 +1079,9 @@ static void handle_list_offsets(struct kreq *r)
             int64_t off = -1, ts = -1;
             struct plog_read_result rr;
             uint64_t hw = 0, start = 0;
-            if (pt->partition < 0) {
+            if (!lead) {
+                err = KERR_NOT_LEADER_FOR_PARTITION;
+            } else if (pt->partition < 0) {
                 err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
             } else if (pt->timestamp == -1 || pt->timestamp == -2) {
                 int rc = broker_read(s->broker, t->name, (uint32_t)pt->partition, UINT64_MAX, 0, 0,
@@ -966,7 +1133,9 @@ static void handle_offset_commit(struct kreq *r)
         return;
     }
     int16_t all_err = KERR_NONE;
-    if (!broker_valid_name(q->group_id, BROKER_GROUP_NAME_MAX))
+    if (!kafka_leads(r->s))
+        all_err = KERR_NOT_COORDINATOR;
+    else if (!broker_valid_name(q->group_id, BROKER_GROUP_NAME_MAX))
         all_err = KERR_INVALID_GROUP_ID;
     else
         group_commit_check(r, &all_err);
@@ -1038,17 +1207,18 @@ static void collect_group_topic(void *ctx, struct slice topic, uint32_t partitio
     g->topics[g->ntopics++] = slice_of(copy, topic.len);
 }
 
-static void write_committed(struct kreq *r, struct sbuf *b, struct slice topic, int32_t part)
+static void write_committed(struct kreq *r, struct sbuf *b, struct slice topic, int32_t part,
+                            int16_t err)
 {
     uint64_t off;
-    bool have = part >= 0 &&
+    bool have = !err && part >= 0 &&
                 broker_committed(r->s->broker, topic, r->q.group_id, (uint32_t)part, &off) == 0;
     kw_i32(b, part);
     kw_i64(b, have ? (int64_t)off : -1);
     if (r->q.h.api_version >= 5)
         kw_i32(b, -1); /* leader epoch */
     kw_cstr(b, "");
-    kw_i16(b, KERR_NONE);
+    kw_i16(b, err);
 }
 
 static void handle_offset_fetch(struct kreq *r)
@@ -1059,7 +1229,9 @@ static void handle_offset_fetch(struct kreq *r)
     size_t st = resp_start(r, &b);
     if (v >= 3)
         kw_i32(&b, 0);
-    if (q->topics_null) {
+    /* offsets are read where groups are coordinated: the leader (FindCoordinator) */
+    int16_t err = kafka_leads(r->s) ? KERR_NONE : KERR_NOT_COORDINATOR;
+    if (q->topics_null && !err) {
         struct group_offsets g = {r, &b, NULL, 0, 0};
         broker_group(r->s->broker, q->group_id, (struct slice){NULL, 0}, collect_group_topic, &g);
         kw_i32(&b, (int32_t)g.ntopics);
@@ -1074,8 +1246,10 @@ static void handle_offset_fetch(struct kreq *r)
             kw_i32(&b, (int32_t)have);
             for (uint32_t p = 0; p < n; p++)
                 if (broker_committed(r->s->broker, g.topics[i], q->group_id, p, &off) == 0)
-                    write_committed(r, &b, g.topics[i], (int32_t)p);
+                    write_committed(r, &b, g.topics[i], (int32_t)p, KERR_NONE);
         }
+    } else if (q->topics_null) {
+        kw_i32(&b, 0);
     } else {
         kw_i32(&b, (int32_t)q->ntopics);
         for (uint32_t i = 0; i < q->ntopics; i++) {
@@ -1083,11 +1257,11 @@ static void handle_offset_fetch(struct kreq *r)
             kw_str(&b, t->name);
             kw_i32(&b, (int32_t)t->nparts);
             for (uint32_t j = 0; j < t->nparts; j++)
-                write_committed(r, &b, t->name, t->parts[j].partition);
+                write_committed(r, &b, t->name, t->parts[j].partition, err);
         }
     }
     if (v >= 2)
-        kw_i16(&b, KERR_NONE);
+        kw_i16(&b, err);
     resp_finish(r, &b, st);
 }
 
@@ -1936,8 +2110,45 @@ static void groups_forget_req(struct kserver *s, struct kreq *r)
         }
 }
 
+/* A group request reaching a node that is not the coordinator (the Raft leader). */
+static void not_coordinator(struct kreq *r)
+{
+    const struct kafka_request *q = &r->q;
+    struct sbuf b;
+    size_t st;
+    switch (q->h.api_key) {
+    case KAFKA_JOIN_GROUP:
+        st = resp_start(r, &b);
+        if (q->h.api_version >= 2)
+            kw_i32(&b, 0);
+        kw_i16(&b, KERR_NOT_COORDINATOR);
+        kw_i32(&b, -1);
+        kw_cstr(&b, "");
+        kw_cstr(&b, "");
+        kw_str(&b, q->member_id);
+        kw_i32(&b, 0);
+        resp_finish(r, &b, st);
+        break;
+    case KAFKA_SYNC_GROUP:
+        st = resp_start(r, &b);
+        if (q->h.api_version >= 1)
+            kw_i32(&b, 0);
+        kw_i16(&b, KERR_NOT_COORDINATOR);
+        kw_bytes(&b, (struct slice){NULL, 0});
+        resp_finish(r, &b, st);
+        break;
+    default: simple_answer(r, KERR_NOT_COORDINATOR); break;
+    }
+}
+
 static void handle_group(struct kreq *r)
 {
+    bool known = r->q.h.api_key == KAFKA_JOIN_GROUP || r->q.h.api_key == KAFKA_SYNC_GROUP ||
+                 r->q.h.api_key == KAFKA_HEARTBEAT || r->q.h.api_key == KAFKA_LEAVE_GROUP;
+    if (known && !kafka_leads(r->s)) {
+        not_coordinator(r);
+        return;
+    }
     switch (r->q.h.api_key) {
     case KAFKA_JOIN_GROUP: join_group(r); break;
     case KAFKA_SYNC_GROUP: sync_group(r); break;
@@ -1969,6 +2180,10 @@ int kafka_server_start(const struct kafka_server_config *cfg, struct kafka_serve
     snprintf(s->host, sizeof s->host, "%s", host);
     s->core = cfg->core;
     s->broker = core_broker(cfg->core);
+    if (parse_addrs(s, cfg->nodes)) {
+        xfree(s);
+        return ERR_INVALID;
+    }
     if (!s->cfg.default_partitions)
         s->cfg.default_partitions = 1;
     pthread_mutex_init(&s->mu, NULL);

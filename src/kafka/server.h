@@ -32,6 +32,7 @@ struct kafka_server_config {
     int port;                     /* 0 = any free port (tests) */
     const char *advertised_host;  /* Metadata's broker host; default = bind_addr (or 127.0.0.1) */
     int advertised_port;          /* 0 = the bound port */
+    const char *nodes;            /* cluster: "name=host:port,..." per member (--kafka-nodes) */
     struct core *core;
     bool auto_create_topics;
     uint32_t default_partitions;

@@ -386,3 +386,158 @@ def test_fetch_long_poll_wakes_on_produce(knode):
     out, err = p.communicate(timeout=20)
     assert out == b"late\n", err
     assert time.monotonic() - t0 < 5
+
+
+# --- cluster: every member a broker, the Raft leader leads every partition -------------------
+
+try:
+    import confluent_kafka
+except ImportError:  # Debian's python3-confluent-kafka (tools/install-deps test)
+    confluent_kafka = None
+
+needs_ck = pytest.mark.skipif(confluent_kafka is None, reason="python3-confluent-kafka missing")
+
+
+def ha_status(nd):
+    try:
+        return requests.get(nd.url + "/ha/status", timeout=2).json()
+    except (requests.RequestException, ValueError):
+        return {}
+
+
+@pytest.fixture
+def kcluster(tmp_path):
+    """Three members on loopback, each with a Kafka listener; RF_KAFKA_NODES tells every member
+    where the others' listeners are. n1 has the highest priority and bootstraps as leader."""
+    from conftest import Node
+    raft = [free_port() for _ in range(3)]
+    http = [free_port() for _ in range(3)]
+    kports = [free_port() for _ in range(3)]
+    spec = ",".join("n%d:127.0.0.1:%d:%d:%d" % (i + 1, raft[i], 100 - i, http[i]) for i in range(3))
+    kspec = ",".join("n%d=127.0.0.1:%d" % (i + 1, kports[i]) for i in range(3))
+    nodes = []
+    for i in range(3):
+        env = {"RF_HA_ENABLED": "1", "RF_HA_NODE_ID": "n%d" % (i + 1), "RF_HA_NODES": spec,
+               "RF_HA_ELECTION_TIMEOUT_MS": "600", "RF_HA_HEARTBEAT_MS": "100",
+               "RF_KAFKA_NODES": kspec, "RF_DEFAULT_PARTITIONS": "2"}
+        if i == 0:
+            env["RF_HA_BOOTSTRAP_LEADER"] = "1"
+        nd = Node(str(tmp_path / ("n%d" % (i + 1))), port=http[i], env=env,
+                  args=["--kafka-port", str(kports[i])])
+        nd.name = "n%d" % (i + 1)
+        nd.kport = kports[i]
+        nd.broker = "127.0.0.1:%d" % kports[i]
+        nodes.append(nd)
+    for nd in nodes:
+        nd.start(wait=False)
+    try:
+        for nd in nodes:
+            nd.wait_ready()
+        assert wait_for(lambda: all(ha_status(nd).get("leader_id") == "n1" for nd in nodes), 30)
+        yield nodes
+        # the survivors stop cleanly (and, under ASan, without a report)
+        for nd in nodes:
+            if nd.proc.poll() is None:
+                assert nd.stop() == 0, nd.log()
+    finally:
+        for nd in nodes:
+            nd.kill()
+
+
+def test_cluster_metadata_names_every_member_and_the_leader(kcluster):
+    lead, f1, f2 = kcluster
+    create_topic(lead, "cm", 2)
+    for nd in kcluster:  # any member answers Metadata the same way
+        p = kcat(nd, "-L", "-J", "-t", "cm")
+        assert p.returncode == 0, p.stderr
+        md = json.loads(p.stdout)
+        names = {b["name"]: b["id"] for b in md["brokers"]}
+        assert set(names) == {x.broker for x in kcluster}
+        assert len(set(names.values())) == 3
+        parts = md["topics"][0]["partitions"]
+        assert len(parts) == 2
+        assert all(pt["leader"] == names[lead.broker] for pt in parts)
+        assert all(sorted(r["id"] for r in pt["replicas"]) == sorted(names.values())
+                   for pt in parts)
+    # a follower refuses Produce with NOT_LEADER_OR_FOLLOWER (6) ...
+    s = connect(f1)
+    assert produce_raw(s, 1, "cm", 0, record_batch([b"x"]))[0] == 6
+    s.close()
+    # ... and a client bootstrapped on a follower follows Metadata to the leader
+    p = kcat(f2, "-P", "-t", "cm", "-p", "1", input=b"a\nb\n")
+    assert p.returncode == 0, p.stderr
+    assert [m["payload"] for m in consume_json(f1, "cm", "-p", "1", "-o", "beginning")] == ["a", "b"]
+
+
+def http_values(nd, topic, partitions):
+    out = {}
+    for p in range(partitions):
+        vals, off = [], 0
+        while True:
+            r = requests.get(nd.url + "/broker/consume/%s/chk/%d?offset=%d&limit=1000"
+                             % (topic, p, off), headers=AUTH, timeout=10)
+            assert r.status_code == 200, r.text
+            msgs = r.json()["messages"]
+            if not msgs:
+                break
+            vals += [m["value"] for m in msgs]
+            off = msgs[-1]["offset"] + 1
+        out[p] = vals
+    return out
+
+
+@needs_ck
+def test_cluster_acks_all_producer_survives_leader_kill(kcluster):
+    """confluent_kafka without idempotence, acks=all, producing through a SIGKILL of the leader:
+    every acknowledged record is on the new leader (duplicates from retries are allowed)."""
+    lead, f1, f2 = kcluster
+    create_topic(lead, "fo", 2)
+    acked, failed = [], []
+
+    def on_delivery(err, msg):
+        (failed if err else acked).append((msg.partition(), msg.value().decode()))
+
+    prod = confluent_kafka.Producer({
+        "bootstrap.servers": ",".join(nd.broker for nd in kcluster),
+        "acks": "all", "enable.idempotence": False, "linger.ms": 2,
+        "message.timeout.ms": 60000, "retry.backoff.ms": 100,
+        "topic.metadata.refresh.interval.ms": 1000, "socket.connection.setup.timeout.ms": 2000,
+    })
+    total, killed = 1500, False
+    for i in range(total):
+        if i == total // 3:
+            prod.flush(30)
+            assert len(acked) == i, failed[:3]
+            lead.kill()
+            killed = True
+        while True:
+            try:
+                prod.produce("fo", value=b"m%d" % i, partition=i % 2, on_delivery=on_delivery)
+                break
+            except BufferError:
+                prod.poll(0.1)
+        prod.poll(0)
+        time.sleep(0.002)
+    assert prod.flush(90) == 0
+    assert killed and len(acked) + len(failed) == total
+    assert len(acked) > total // 3, failed[:3]
+    new = wait_for(lambda: next((nd for nd in (f1, f2) if ha_status(nd).get("role") == "leader"),
+                                None), 30)
+    assert new
+    stored = http_values(new, "fo", 2)
+    for p, v in acked:
+        assert v in stored[p], (p, v)
+    # nothing landed in the wrong partition
+    for p in range(2):
+        seen = [int(v[1:]) for v in stored[p]]
+        assert all(x % 2 == p for x in seen)
+
+
+def test_bad_kafka_nodes_spec_stops_the_node(tmp_path):
+    from conftest import BINARY
+    for spec in ["n1", "n1=127.0.0.1", "n1=127.0.0.1:0", "=h:1", "n1=:9092", "n1=h:9092x"]:
+        p = subprocess.run([BINARY, "--port", str(free_port()), "--data-dir", str(tmp_path / "d"),
+                            "--kafka-port", "0", "--kafka-nodes", spec],
+                           capture_output=True, timeout=30)
+        assert p.returncode != 0, spec
+        assert b"--kafka-nodes" in p.stderr + p.stdout, spec
