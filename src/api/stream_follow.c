@@ -303,7 +303,7 @@ static void follow_woken(struct http_req *req, void *arg)
 static void follow_wake(struct broker_waiter *w)
 {
     struct fwait *fw = (struct fwait *)((char *)w - offsetof(struct fwait, w));
-    http_req_post(fw->f->req, follow_woken, fw);
+    http_req_post_low(fw->f->req, follow_woken, fw); /* after answers (http/server.h) */
 }
 
 static void follow_drained(struct http_req *req, void *arg)

@@ -333,7 +333,7 @@ static void part_woken(struct http_req *req, void *arg)
 static void part_wake(struct broker_waiter *w)
 {
     struct sub_part *p = (struct sub_part *)((char *)w - offsetof(struct sub_part, waiter));
-    http_req_post(p->sub->req, part_woken, p);
+    http_req_post_low(p->sub->req, part_woken, p); /* after answers (http/server.h) */
 }
 
 /* Park p; false when it must be read again now (data arrived) or after ending the stream. */
@@ -417,7 +417,7 @@ static void pump(struct sub *s)
             if (!s->pump_posted) {
                 s->pump_posted = true;
                 http_req_ref(s->req);
-                http_req_post(s->req, pump_posted, s);
+                http_req_post_low(s->req, pump_posted, s);
             }
             return;
         }

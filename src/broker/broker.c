@@ -1,14 +1,19 @@
 /* broker.c -- the broker state machine (see broker.h).
  *
  * Invariants:
- *  1. A partition's high watermark only moves forward, and only in broker_round_end, after the
- *     round's records are written to its log: readers never see a record whose entry is not
- *     applied.
+ *  1. A partition's high watermark only moves forward, and only in broker_round_publish (or
+ *     broker_round_end), after the round's records are written to its log: readers never see a
+ *     record whose entry is not applied.
  *  2. Records staged in a round are written in entry order, so offsets follow journal order.
  *  3. Committed offsets never move backwards (a backward commit is ignored and reported).
  *  4. Retention only raises floors and deletes whole segments: it never touches topics, committed
  *     offsets, KV or idempotency records.
  *  5. Everything apply decides is a function of (state, entry): no clocks, no randomness.
+ *  6. A waiter is woken only after the high watermark it waited for is published. Waking is two
+ *     steps: publishing takes the due waiters off their partitions onto one due list (so
+ *     broker_unwait no longer finds them), broker_wake_due calls their wake functions outside
+ *     the lock. Between the two the core answers the round's proposals, so a produce's answer
+ *     is posted to its HTTP worker before the round's (possibly thousands of) wake-ups.
  */
 #include "broker/broker.h"
 
@@ -81,6 +86,9 @@ struct broker {
     struct topic *touched;
     pthread_mutex_t wait_mu;
     _Atomic uint64_t nwaiters;
+    /* Waiters taken off their partitions whose wake functions have not been called yet
+     * (broker_wake_due), in the order they were taken; under wait_mu. */
+    struct broker_waiter *due_head, *due_tail;
 };
 
 bool broker_valid_name(struct slice s, size_t max)
@@ -561,6 +569,9 @@ static int apply_produce(struct broker *b, uint64_t index, struct slice payload,
     return 0;
 }
 
+/* Take the partition's waiters that are due (all of them with everyone) off it and queue them
+ * for broker_wake_due. Taken off, a waiter is no longer parked (broker_unwait answers false), so
+ * its owner keeps it alive until its wake function runs. */
 static void wake_all(struct broker *b, struct partition *p, bool everyone)
 {
     if (atomic_load_explicit(&b->nwaiters, memory_order_relaxed) == 0)
@@ -579,14 +590,36 @@ static void wake_all(struct broker *b, struct partition *p, bool everyone)
                 w->next->prev = w->prev;
             w->owner = NULL;
             atomic_fetch_sub(&b->nwaiters, 1);
-            w->wake(w);
+            w->prev = NULL;
+            w->next = NULL;
+            if (b->due_tail)
+                b->due_tail->next = w;
+            else
+                b->due_head = w;
+            b->due_tail = w;
         }
         w = next;
     }
     pthread_mutex_unlock(&b->wait_mu);
 }
 
-int broker_round_end(struct broker *b)
+void broker_wake_due(struct broker *b)
+{
+    pthread_mutex_lock(&b->wait_mu);
+    struct broker_waiter *w = b->due_head;
+    b->due_head = b->due_tail = NULL;
+    pthread_mutex_unlock(&b->wait_mu);
+    /* Outside the lock: a wake function may run on and re-park its waiter at once elsewhere,
+     * so the link is read first. */
+    while (w) {
+        struct broker_waiter *next = w->next;
+        w->next = NULL;
+        w->wake(w);
+        w = next;
+    }
+}
+
+int broker_round_publish(struct broker *b)
 {
     int rc = 0;
     struct topic *t = b->touched;
@@ -617,6 +650,13 @@ int broker_round_end(struct broker *b)
     }
     if (rc)
         LOG_E("broker", "partition log append failed: %s", err_message(rc));
+    return rc;
+}
+
+int broker_round_end(struct broker *b)
+{
+    int rc = broker_round_publish(b);
+    broker_wake_due(b);
     return rc;
 }
 
@@ -887,7 +927,7 @@ static int apply_delete_before(struct broker *b, struct slice payload, struct ap
         return 0;
     /* Staged records of this round must reach the log first so the floor applies in order. */
     if (p->touched) {
-        int rc = broker_round_end(b);
+        int rc = broker_round_publish(b); /* its wakes stay due for the caller's round end */
         if (rc)
             return rc;
     }
@@ -1091,6 +1131,7 @@ void broker_reset(struct broker *b)
         topic_free(t, false);
     }
     hmap_free(&old);
+    broker_wake_due(b);
     pthread_mutex_lock(&b->off_mu);
     hmap_free(&b->offsets);
     hmap_init(&b->offsets);

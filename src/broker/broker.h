@@ -74,8 +74,17 @@ void broker_close(struct broker *b);
  * the node; entry-level rejections go into res->err. */
 int broker_apply(struct broker *b, uint64_t index, uint8_t type, struct slice payload,
                  struct apply_result *res);
-/* Write staged records, publish high watermarks, wake long-poll waiters. */
+/* Write staged records, publish high watermarks, wake long-poll waiters: broker_round_publish
+ * then broker_wake_due. */
 int broker_round_end(struct broker *b);
+/* Write staged records and publish high watermarks; the waiters now due (and those of topics
+ * deleted by entries applied since the last wake) are taken off their partitions and their wake
+ * functions are called by the next broker_wake_due, which the caller must run (the core runs it
+ * after answering the round's proposals, so answers never queue behind wake-ups). */
+int broker_round_publish(struct broker *b);
+/* Call the wake functions of the waiters taken off their partitions (core thread; no lock held
+ * during the calls). */
+void broker_wake_due(struct broker *b);
 
 /* --- sequencer support (core thread) --------------------------------------------------------- */
 struct idem_rec {

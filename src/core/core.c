@@ -4,7 +4,8 @@
  *
  *     wait for: new proposals | a finished fsync | the next tick
  *       -> sync finished:  journal_sync_done; apply every entry now durable (in index order),
- *                          publish (broker_round_end), complete their proposals
+ *                          publish (broker_round_publish), complete their proposals, then
+ *                          wake the waiters (broker_wake_due)
  *       -> new proposals:  sequence + journal_append each; complete rocket ones (APPENDED)
  *       -> journal_flush (one write for the whole group)
  *       -> no fsync in flight and unsynced entries: hand a sync token to the sync thread
@@ -22,6 +23,10 @@
  *     nothing further is acknowledged. Restart to recover from the journal.
  *  5. A checkpoint is taken only between apply rounds with no fsync in flight: the snapshot's
  *     partition lengths, offsets, idempotency and KV state all describe exactly applied_index.
+ *  6. An apply round answers its proposals before it wakes the long-poll and subscription
+ *     waiters of the partitions it published (broker_round_publish, finish, broker_wake_due):
+ *     answers are never queued behind a fan-out. Both come after apply and publish, so invariant
+ *     1 is unchanged.
  */
 #include "core/core.h"
 
@@ -604,7 +609,7 @@ static void apply_committed(struct core *c, uint64_t from, uint64_t to)
         }
         if (c->cluster && type >= RAFT_ENTRY_USER)
             seq_idem_applied(c, type, data);
-        if (from_journal && (rc = broker_round_end(c->broker)) != 0) {
+        if (from_journal && (rc = broker_round_publish(c->broker)) != 0) {
             set_fatal(c, rc, "partition log write");
             break;
         }
@@ -632,10 +637,14 @@ static void apply_committed(struct core *c, uint64_t from, uint64_t to)
             done_tail = &p->next;
         }
     }
-    int rc2 = broker_round_end(c->broker);
+    int rc2 = broker_round_publish(c->broker);
     if (rc2)
         set_fatal(c, rc2, "partition log write");
     atomic_store(&c->st_applied, c->applied_index);
+    /* Answers first, wake-ups second (invariant 6): both are posts to the HTTP workers, which
+     * run them in order, and a round may wake thousands of subscribers; posted after them, a
+     * produce's answer waited behind their deliveries (docs/BENCHMARKS.md, issue 14). The
+     * entries are applied, durable and published by now, so the order is free. */
     while (done_head) {
         struct proposal *p = done_head;
         done_head = p->next;
@@ -643,6 +652,7 @@ static void apply_committed(struct core *c, uint64_t from, uint64_t to)
             p->err = ERR_STORE_FAILED;
         finish(c, p);
     }
+    broker_wake_due(c->broker);
 }
 
 /* Duplicates whose original is now applied. In a cluster the original may instead have been

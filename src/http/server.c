@@ -89,6 +89,15 @@ struct post_item {
     void *arg;
 };
 
+/* A worker's posts come in two classes (run_posts): answers and everything else first, stream
+ * wake-ups (http_req_post_low) after them. */
+enum { POST_NORMAL, POST_LOW, POST_CLASSES };
+
+struct post_queue {
+    struct post_item *items;
+    size_t len, cap;
+};
+
 struct http_req {
     struct conn *conn;        /* NULL once orphaned */
     struct worker *w;
@@ -149,8 +158,10 @@ struct conn {
     bool close_when_flushed;
     struct http_req *fifo_head, *fifo_tail, *cur; /* cur = request whose body is being read */
     uint32_t fifo_len;
-    uint64_t deadline_ns;       /* header/body/idle deadline, 0 = none */
+    uint64_t deadline_ns;       /* header/body/idle deadline, 0 = none (set_deadline) */
     bool deadline_is_idle;
+    struct conn *dl_prev, *dl_next; /* worker's list of connections with a deadline */
+    bool on_dl;
     int live_reqs;              /* requests not yet freed that point at this conn */
     struct http_req *stream;    /* the open streaming response, if any (rule 7) */
     struct http_req *ended;     /* ended streams whose bytes are not all written yet */
@@ -169,13 +180,13 @@ struct worker {
     int listen_fd, listen_tls_fd;
     bool has_plain, has_tls;
     struct conn *conns;
+    struct conn *dl_conns;      /* the connections with a deadline: what on_sweep walks */
     struct http_req *free_reqs;
     int free_count;
     pthread_mutex_t post_mu;
-    struct post_item *posts;
-    size_t posts_len, posts_cap;
-    struct post_item *posts_work;
-    size_t posts_work_cap;
+    struct post_queue posts[POST_CLASSES];      /* under post_mu */
+    struct post_queue posts_work[POST_CLASSES]; /* worker thread: the batch being run */
+    _Atomic bool normal_posted; /* a normal post waits: run_posts lets it overtake low ones */
     char date[40];
     time_t date_sec;
     uint8_t readbuf[READ_CHUNK];
@@ -194,6 +205,7 @@ struct http_server {
 static void conn_process(struct conn *c);
 static void conn_write(struct conn *c);
 static void conn_close(struct conn *c);
+static void clear_deadline(struct conn *c);
 static void req_release(struct http_req *r);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
@@ -406,21 +418,28 @@ void http_req_timer_stop(struct http_req *r)
         uv_timer_stop(&r->timer);
 }
 
-void http_req_post(struct http_req *r, http_req_fn fn, void *arg)
+static void post(struct http_req *r, int cls, http_req_fn fn, void *arg)
 {
     struct worker *w = r->w;
+    struct post_queue *q = &w->posts[cls];
     pthread_mutex_lock(&w->post_mu);
-    if (w->posts_len == w->posts_cap) {
-        size_t cap = w->posts_cap ? w->posts_cap * 2 : 256;
-        struct post_item *p = xrealloc(w->posts, cap * sizeof *p);
+    if (q->len == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 256;
+        struct post_item *p = xrealloc(q->items, cap * sizeof *p);
         ASSERT(p != NULL); /* cannot report failure to a cross-thread caller; tiny allocation */
-        w->posts = p;
-        w->posts_cap = cap;
+        q->items = p;
+        q->cap = cap;
     }
-    w->posts[w->posts_len++] = (struct post_item){r, fn, arg};
+    q->items[q->len++] = (struct post_item){r, fn, arg};
+    if (cls == POST_NORMAL)
+        atomic_store_explicit(&w->normal_posted, true, memory_order_relaxed);
     pthread_mutex_unlock(&w->post_mu);
     uv_async_send(&w->async);
 }
+
+void http_req_post(struct http_req *r, http_req_fn fn, void *arg) { post(r, POST_NORMAL, fn, arg); }
+
+void http_req_post_low(struct http_req *r, http_req_fn fn, void *arg) { post(r, POST_LOW, fn, arg); }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Responses                                                                                   */
@@ -867,6 +886,7 @@ static void conn_close(struct conn *c)
         return;
     c->closed = true;
     c->state = CONN_CLOSING;
+    clear_deadline(c); /* off the sweep's list: a closed connection has no deadline */
     if (c->parked) {
         /* never started: nobody will answer it, so it is released with the answered ones */
         c->parked->responded = true;
@@ -910,11 +930,34 @@ static void conn_close(struct conn *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
+/* A connection is on its worker's deadline list exactly while it has a deadline, so the sweep
+ * costs nothing for connections without one (streams, parked pipelines): 10,000 idle
+ * subscribers cost the 250 ms sweep nothing (docs/BENCHMARKS.md, issue 14). */
 static void set_deadline(struct conn *c, uint64_t ms, bool idle)
 {
+    struct worker *w = c->w;
     c->deadline_ns = ms ? clock_mono_ns() + ms * 1000000ull : 0;
     c->deadline_is_idle = idle;
+    if (c->deadline_ns && !c->on_dl) {
+        c->on_dl = true;
+        c->dl_prev = NULL;
+        c->dl_next = w->dl_conns;
+        if (w->dl_conns)
+            w->dl_conns->dl_prev = c;
+        w->dl_conns = c;
+    } else if (!c->deadline_ns && c->on_dl) {
+        c->on_dl = false;
+        if (c->dl_prev)
+            c->dl_prev->dl_next = c->dl_next;
+        else
+            w->dl_conns = c->dl_next;
+        if (c->dl_next)
+            c->dl_next->dl_prev = c->dl_prev;
+        c->dl_prev = c->dl_next = NULL;
+    }
 }
+
+static void clear_deadline(struct conn *c) { set_deadline(c, 0, false); }
 
 static void fifo_push(struct conn *c, struct http_req *r)
 {
@@ -1120,12 +1163,12 @@ static void conn_process(struct conn *c)
     /* Deadline bookkeeping: idle when nothing is half-read and nothing in flight; none while a
      * parked request waits for our own work. */
     if (c->parked) {
-        c->deadline_ns = 0;
+        clear_deadline(c);
     } else if (c->state == CONN_HEAD && c->in.len == 0) {
         if (c->fifo_len == 0)
             set_deadline(c, cfg->idle_timeout_ms, true);
         else
-            c->deadline_ns = 0;
+            clear_deadline(c);
     }
     /* Backpressure: stop reading when the pipeline is full, a request is parked (what follows
      * it stays in the socket, not in our buffer) or the connection is closing. */
@@ -1268,29 +1311,56 @@ static void on_connection(uv_stream_t *server, int status)
 /* ------------------------------------------------------------------------------------------ */
 /* Worker loop                                                                                 */
 
-/* Run what other threads (and stream notifications) posted; true if anything ran. */
-static bool run_posts(struct worker *w, bool *stopping_out)
+/* Move the queued posts of one class into its work batch (worker thread). */
+static size_t take_posts(struct worker *w, int cls, bool *stopping_out)
 {
+    struct post_queue *q = &w->posts[cls], *wk = &w->posts_work[cls];
     pthread_mutex_lock(&w->post_mu);
-    size_t n = w->posts_len;
-    if (w->posts_work_cap < n) {
-        struct post_item *p = xrealloc(w->posts_work, n * sizeof *p);
+    size_t n = q->len;
+    if (wk->cap < n) {
+        struct post_item *p = xrealloc(wk->items, n * sizeof *p);
         ASSERT(p != NULL);
-        w->posts_work = p;
-        w->posts_work_cap = n;
+        wk->items = p;
+        wk->cap = n;
     }
     if (n)
-        memcpy(w->posts_work, w->posts, n * sizeof *w->posts);
-    w->posts_len = 0;
-    bool stopping = w->stopping; /* written under post_mu by http_server_stop */
+        memcpy(wk->items, q->items, n * sizeof *q->items);
+    q->len = 0;
+    if (cls == POST_NORMAL)
+        atomic_store_explicit(&w->normal_posted, false, memory_order_relaxed);
+    if (stopping_out)
+        *stopping_out = w->stopping; /* written under post_mu by http_server_stop */
     pthread_mutex_unlock(&w->post_mu);
+    return n;
+}
+
+static size_t run_normal_posts(struct worker *w, bool *stopping_out)
+{
+    size_t n = take_posts(w, POST_NORMAL, stopping_out);
     for (size_t i = 0; i < n; i++) {
-        struct post_item *p = &w->posts_work[i];
+        struct post_item *p = &w->posts_work[POST_NORMAL].items[i];
         p->fn(p->req, p->arg);
     }
-    if (stopping_out)
-        *stopping_out = stopping;
-    return n > 0;
+    return n;
+}
+
+/* Run what other threads (and stream notifications) posted; true if anything ran.
+ * Normal posts (answers, closes, drains) run first; then the low ones (stream wake-ups), and
+ * before each of those any normal post that arrived meanwhile: a fan-out that wakes 1,000
+ * subscribers on this worker delays an answer by at most one subscriber's turn, not by all of
+ * them. Low posts run in the order posted among themselves; a normal post may overtake a low
+ * one, which is why a low post's function holds its own reference on the request. */
+static bool run_posts(struct worker *w, bool *stopping_out)
+{
+    size_t n = run_normal_posts(w, stopping_out);
+    size_t nl = take_posts(w, POST_LOW, NULL);
+    for (size_t i = 0; i < nl; i++) {
+        if (atomic_load_explicit(&w->normal_posted, memory_order_relaxed))
+            n += run_normal_posts(w, NULL);
+        struct post_item *p = &w->posts_work[POST_LOW].items[i];
+        p->fn(p->req, p->arg);
+    }
+    return n + nl > 0;
 }
 
 static void on_async(uv_async_t *a)
@@ -1325,16 +1395,20 @@ static void on_sweep(uv_timer_t *t)
     struct worker *w = t->data;
     struct http_server *s = w->srv;
     uint64_t now = clock_mono_ns();
-    struct conn *c = w->conns;
+    /* Only connections with a deadline are on this list (set_deadline). Handling one may take
+     * others off it (a close), never the next one we hold: a connection's handling only
+     * touches itself. */
+    struct conn *c = w->dl_conns;
     while (c) {
-        struct conn *next = c->next;
-        if (!c->closed && c->deadline_ns && now >= c->deadline_ns) {
+        struct conn *next = c->dl_next;
+        ASSERT(c->on_dl && c->deadline_ns);
+        if (!c->closed && now >= c->deadline_ns) {
             if (c->deadline_is_idle) {
                 conn_close(c);
             } else {
                 atomic_fetch_add_explicit(&s->timeouts, 1, memory_order_relaxed);
                 struct http_req *r = c->cur;
-                c->deadline_ns = 0;
+                clear_deadline(c);
                 fail_request(c, r, ERR_TIMEOUT);
             }
         }
@@ -1541,8 +1615,10 @@ void http_server_stop(struct http_server *s)
             arena_free(&r->arena);
             xfree(r);
         }
-        xfree(w->posts);
-        xfree(w->posts_work);
+        for (int k = 0; k < POST_CLASSES; k++) {
+            xfree(w->posts[k].items);
+            xfree(w->posts_work[k].items);
+        }
         pthread_mutex_destroy(&w->post_mu);
     }
     xfree(s->workers);

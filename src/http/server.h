@@ -118,8 +118,15 @@ void http_req_unhold(struct http_req *r);
 /* Reference counting for requests handed to other threads (any thread). */
 void http_req_ref(struct http_req *r);
 void http_req_unref(struct http_req *r);
-/* Run fn(r, arg) on r's worker thread soon (any thread; never runs fn inline). */
+/* Run fn(r, arg) on r's worker thread soon (any thread; never runs fn inline). Posts to one worker
+ * run in the order posted. */
 void http_req_post(struct http_req *r, http_req_fn fn, void *arg);
+/* The same at low priority, for stream wake-ups (a subscription's partition woken by an append,
+ * a long catch-up's next turn): the worker runs every normal post ahead of them, including ones
+ * posted after them while it works through a batch, so a request's answer never waits behind a
+ * fan-out to thousands of streams. Low posts run in the order posted among themselves, but a
+ * normal post may overtake one: its function must hold its own reference on r. */
+void http_req_post_low(struct http_req *r, http_req_fn fn, void *arg);
 /* One timer per request (worker thread): fn runs after ms unless stopped or restarted. */
 void http_req_timer_start(struct http_req *r, uint64_t ms, http_req_fn fn, void *arg);
 void http_req_timer_stop(struct http_req *r);

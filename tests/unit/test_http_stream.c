@@ -71,11 +71,44 @@ static void big_more(struct http_req *r, void *arg)
         http_stream_on_drain(r, BIG_HIGH / 4, big_more, b);
 }
 
+/* Post priorities (http_req_post_low): each post appends its mark; the fifth answers. */
+struct prio {
+    char order[8];
+    int n;
+};
+
+static void prio_mark(struct http_req *r, void *arg);
+
+static void prio_run(struct http_req *r, char mark)
+{
+    struct prio *p = http_req_user(r);
+    p->order[p->n++] = mark;
+    if (mark == '1') /* posted while the low batch runs: must overtake lows 2 and 3 */
+        http_req_post(r, prio_mark, (void *)(uintptr_t)'M');
+    if (p->n == 5)
+        http_respond(r, 200, "text/plain", NULL, p->order, 5);
+    http_req_unref(r);
+}
+
+static void prio_mark(struct http_req *r, void *arg) { prio_run(r, (char)(uintptr_t)arg); }
+
 static void handler(void *ctx, struct http_req *r)
 {
     (void)ctx;
     const struct http_request *h = http_req_head(r);
-    if (slice_eq_cstr(h->path, "/stream")) {
+    if (slice_eq_cstr(h->path, "/prio")) {
+        struct prio *p = arena_alloc(http_req_arena(r), sizeof *p);
+        REQUIRE(p != NULL);
+        memset(p, 0, sizeof *p);
+        http_req_set_user(r, p);
+        for (int i = 0; i < 4; i++) /* one reference per post, and one for 'M' */
+            http_req_ref(r);
+        http_req_ref(r);
+        http_req_post_low(r, prio_mark, (void *)(uintptr_t)'1');
+        http_req_post_low(r, prio_mark, (void *)(uintptr_t)'2');
+        http_req_post_low(r, prio_mark, (void *)(uintptr_t)'3');
+        http_req_post(r, prio_mark, (void *)(uintptr_t)'N'); /* posted last, runs first */
+    } else if (slice_eq_cstr(h->path, "/stream")) {
         /* two chunks, the second from a timer after the handler returned */
         CHECK(http_stream_begin(r, 200, "text/plain", "X-Test: 1\r\n") == 0);
         http_stream_on_close(r, on_close, NULL);
@@ -301,6 +334,33 @@ TEST(http_stream_head_refused)
     send_all(fd, "HEAD /x HTTP/1.1\r\nHost: x\r\n\r\n");
     char *got = read_until(fd, "\r\n\r\n", NULL);
     CHECK(strstr(got, "HTTP/1.1 200 OK") == got);
+    free(got);
+    close(fd);
+    http_server_stop(s);
+}
+
+TEST(http_post_low_runs_after_normal_posts)
+{
+    struct http_server *s = start_server();
+    REQUIRE(s != NULL);
+    int fd = dial(http_server_port(s));
+    REQUIRE(fd >= 0);
+    send_all(fd, "GET /prio HTTP/1.1\r\nHost: x\r\n\r\n");
+    char *got = read_until(fd, "\r\n\r\n", NULL);
+    size_t more = 0;
+    char *body = strstr(got, "\r\n\r\n");
+    REQUIRE(body != NULL);
+    if (strlen(body + 4) < 5) {
+        char *rest = read_until(fd, "3", &more);
+        size_t l = strlen(got);
+        got = realloc(got, l + more + 1);
+        memcpy(got + l, rest, more + 1);
+        free(rest);
+        body = strstr(got, "\r\n\r\n");
+    }
+    /* the normal post first though posted last; lows in order; a normal post made while the
+     * lows run overtakes the lows still waiting */
+    CHECK(strcmp(body + 4, "N1M23") == 0);
     free(got);
     close(fd);
     http_server_stop(s);
