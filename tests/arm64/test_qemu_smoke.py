@@ -68,6 +68,8 @@ def test_produce_consume_sigkill_restart(tmp_path):
     node = it.Node(str(tmp_path / "data"), wrapper=QEMU)
     try:
         node.start(timeout=START_TIMEOUT_S)
+        # The process answering is the emulator running the aarch64 binary, not a native one.
+        assert os.path.basename(os.readlink("/proc/%d/exe" % node.proc.pid)).startswith("qemu-aarch64")
         assert node.get("/health").json().get("ok") is True
 
         r = node.post("/broker/topics", json={"name": "arm", "partitions": 2})
@@ -86,6 +88,13 @@ def test_produce_consume_sigkill_restart(tmp_path):
         assert r.status_code == 200, r.text
         assert r.json()["durable"] is True, r.text
         want[1] += lines
+        # A bigger batch (binary values, base64 lines) so recovery has a real journal to replay.
+        big = [b"big-%05d-" % i + bytes([i % 251]) * (i % 97) for i in range(5000)]
+        r = node.post("/broker/topics/arm/produce-ndjson?partition=0&encoding=b64",
+                      data=b"\n".join(base64.b64encode(v) for v in big))
+        assert r.status_code == 200, r.text
+        assert r.json()["first_offset"] == len(want[0]) and r.json()["count"] == len(big), r.text
+        want[0] += big
 
         r = node.post("/kv/armkv/k1?cas=0", data=b"v1")
         assert r.status_code == 200 and r.json()["durable"] is True, r.text

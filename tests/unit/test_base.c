@@ -211,6 +211,24 @@ TEST(utf8_validation)
     CHECK(!utf8_valid((const uint8_t *)"\xff", 1));
 }
 
+/* hash_bytes names nodes on the wire (transport_frame.c) and so must not depend on the host:
+ * fixed values, the same on x86-64 and aarch64 (and on a big-endian host: load_le64). */
+TEST(hash_bytes_pinned_values)
+{
+    static const char *in[] = {"", "a", "abcdefgh", "abcdefghi", "0123456789abcdefXYZ"};
+    static const uint64_t want[] = {0xb9034ad37056f5fbull, 0x82a2a958a9bece5bull,
+                                    0xb8878ce5b552041aull, 0x89ea2d639b1f54bfull,
+                                    0xa7974f0ca0f3b179ull};
+    for (int i = 0; i < 5; i++)
+        CHECK(hash_bytes(in[i], strlen(in[i]), i ? 0x9e3779b97f4a7c15ull : 0) == want[i]);
+    /* Any alignment gives the same hash. */
+    char buf[40];
+    for (int off = 0; off < 8; off++) {
+        memcpy(buf + off, in[4], strlen(in[4]));
+        CHECK(hash_bytes(buf + off, strlen(in[4]), 0x9e3779b97f4a7c15ull) == want[4]);
+    }
+}
+
 TEST(murmur2_matches_kafka)
 {
     /* Values from Kafka's UtilsTest.testMurmur2 / DefaultPartitioner behaviour. */
