@@ -10,6 +10,7 @@ ifeq ($(ARCH),arm64)
   # amd64 versions, so tools/install-deps arm64 unpacks their :arm64 packages under ARM64_DEV
   # (headers, the libX.so link to the :arm64 runtime library); everything else comes from the
   # multiarch :arm64 -dev packages in /usr/include and /usr/lib/aarch64-linux-gnu.
+  RUN       := qemu-aarch64
   CC        := aarch64-linux-gnu-gcc
   AR        := aarch64-linux-gnu-ar
   ARM64_DEV ?= /opt/ayder-arm64-dev
@@ -61,9 +62,15 @@ else
 all: ayder
 endif
 
+ifeq ($(ARCH),)
 # Replace by rename so a running ./ayder (tests, a local node) never blocks the build.
 ayder: $(BUILD)/ayder
 	cp $< $@.tmp && mv -f $@.tmp $@
+else
+.PHONY: ayder
+ayder:
+	@echo "ARCH=$(ARCH) builds $(BUILD)/ayder; ./ayder stays the native binary" >&2; exit 1
+endif
 
 $(BUILD)/ayder: $(BUILD)/src/main.o $(BUILD)/libayder.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -85,8 +92,9 @@ $(BUILD)/fsync_shim.so: tools/fsync-shim/fsync_shim.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 
+# (ARCH=arm64: under qemu-aarch64.)
 unit: $(BUILD)/unit_tests
-	./$(BUILD)/unit_tests
+	$(RUN) ./$(BUILD)/unit_tests
 
 # Fuzz targets: clang-14 libFuzzer with ASan+UBSan. fuzz-replay runs each checked-in corpus once;
 # `make fuzz FUZZ_SECONDS=600` runs each target for that long.
