@@ -182,6 +182,8 @@ struct core {
     struct conf_rec *confs;        /* CONFIG entries after the snapshot, ascending */
     size_t n_confs, cap_confs;
     uint64_t raft_tick_ms, next_raft_tick_ms;
+    uint64_t rand_state;           /* Raft's randomness (election timeouts); one per core, so
+                                      several cores in a process (the simulations) never share it */
     bool was_leader, leader_ready;
     uint64_t leader_start_index;
     /* Never appended: this node leads but its no-op is unapplied, or (cluster) no leader is known
@@ -1604,8 +1606,6 @@ static uint64_t raft_rand(void *ctx)
     return x;
 }
 
-static uint64_t rand_state;
-
 static void tp_wake_fn(void *ctx)
 {
     struct core *c = ctx;
@@ -1658,9 +1658,9 @@ static int raft_setup(struct core *c)
     c->storage = (struct raft_storage){c, st_last_index, st_term_at, st_entries, st_config_before};
     uint32_t tick_ms = c->cluster ? RAFT_TICK_MS_CLUSTER : 100;
     c->raft_tick_ms = tick_ms;
-    rand_state = clock_mono_ns() ^ ((uint64_t)getpid() << 32) ^ c->self_id;
-    if (!rand_state)
-        rand_state = 1;
+    c->rand_state = clock_mono_ns() ^ ((uint64_t)getpid() << 32) ^ c->self_id;
+    if (!c->rand_state)
+        c->rand_state = 1;
     struct raft_options o = {
         .id = c->self_id,
         .storage = &c->storage,
@@ -1672,7 +1672,7 @@ static int raft_setup(struct core *c)
         .pre_vote = true,
         .check_quorum = c->cluster,
         .rand = raft_rand,
-        .rand_ctx = &rand_state,
+        .rand_ctx = &c->rand_state,
         .applied = c->applied_index,
         .snap = c->snap_cur,
     };
