@@ -36,16 +36,23 @@ typedef uint64_t crc_chain;
 #define CRC_U64(c, w) __builtin_ia32_crc32di((c), (w))
 #define CRC_U8(c, b) __builtin_ia32_crc32qi((c), (b))
 #elif defined(__aarch64__)
-#include <arm_acle.h>
 #include <sys/auxv.h>
 #define HW_PATH 1
 #define HW_NAME "armv8-crc"
 /* Only these functions are compiled for the CRC extension, so the binary still runs on an
- * ARMv8.0 CPU without it (the extension is optional before ARMv8.1). */
-#define HW_TARGET __attribute__((target("+crc")))
+ * ARMv8.0 CPU without it (the extension is optional before ARMv8.1). The compilers' builtins
+ * rather than <arm_acle.h>: clang's header hides __crc32cd unless the whole file is built with
+ * +crc. */
 typedef uint32_t crc_chain;
-#define CRC_U64(c, w) __crc32cd((c), (w))
-#define CRC_U8(c, b) __crc32cb((c), (b))
+#if defined(__clang__)
+#define HW_TARGET __attribute__((target("crc")))
+#define CRC_U64(c, w) __builtin_arm_crc32cd((c), (w))
+#define CRC_U8(c, b) __builtin_arm_crc32cb((c), (b))
+#else
+#define HW_TARGET __attribute__((target("+crc")))
+#define CRC_U64(c, w) __builtin_aarch64_crc32cx((c), (w))
+#define CRC_U8(c, b) __builtin_aarch64_crc32cb((c), (b))
+#endif
 #ifndef HWCAP_CRC32
 #define HWCAP_CRC32 (1 << 7) /* <asm/hwcap.h> */
 #endif
