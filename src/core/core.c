@@ -1252,9 +1252,19 @@ static void checkpoint_start(struct core *c)
         LOG_E("core", "checkpoint capture failed: %s", err_message(rc));
         return;
     }
+    pthread_mutex_lock(&c->mu);
+    if (c->stopping) {
+        /* The background thread leaves once stopping is set and no job waits, and core_main
+         * takes the final checkpoint itself: a job handed over now might never be taken, and
+         * core_main would wait for its result forever (core_stop hung; found by the core
+         * simulation under ThreadSanitizer's slower scheduling). Decided under mu, where the
+         * background thread decides to leave. */
+        pthread_mutex_unlock(&c->mu);
+        sbuf_free(&b);
+        return;
+    }
     c->ckpt_busy = true;
     c->last_checkpoint_ms = clock_mono_ms();
-    pthread_mutex_lock(&c->mu);
     c->ckpt_buf = b;
     c->ckpt_index = c->applied_index;
     c->ckpt_keep_from = keep_from(c, c->applied_index);
