@@ -1,12 +1,31 @@
 # Ayder build. `make` builds ./ayder; `make test` runs every test tier that CI runs.
 # make SANITIZER=address|undefined|asan-ubsan|thread   builds everything with that sanitizer.
+# make ARCH=arm64   cross-builds build-arm64/ayder and build-arm64/unit_tests for aarch64 with
+#                   Debian's gcc-aarch64-linux-gnu and the :arm64 libraries (tools/install-deps
+#                   arm64); run them with qemu-aarch64 (tests/arm64/run, docs/TESTING.md).
 
+ARCH     ?=
+ifeq ($(ARCH),arm64)
+  # Cross build. libavro-dev and libhttp-parser-dev are not multiarch-co-installable with their
+  # amd64 versions, so tools/install-deps arm64 unpacks their :arm64 packages under ARM64_DEV
+  # (headers, the libX.so link to the :arm64 runtime library); everything else comes from the
+  # multiarch :arm64 -dev packages in /usr/include and /usr/lib/aarch64-linux-gnu.
+  RUN       := qemu-aarch64
+  CC        := aarch64-linux-gnu-gcc
+  AR        := aarch64-linux-gnu-ar
+  ARM64_DEV ?= /opt/ayder-arm64-dev
+  ARCH_INCS := -I$(ARM64_DEV)/usr/include
+  LDFLAGS   += -L$(ARM64_DEV)/usr/lib/aarch64-linux-gnu
+else ifneq ($(ARCH),)
+  $(error ARCH=$(ARCH): only ARCH=arm64 (a cross build) is supported; leave ARCH unset for a native build)
+endif
 CC       ?= cc
+AR       ?= ar
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 WARN     := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
 DEFS     := -D_GNU_SOURCE
-INCS     := -Isrc
+INCS     := -Isrc $(ARCH_INCS)
 LIBS     := -luv -ljansson -lssl -lcrypto -lavro -lprotobuf-c -lpthread -lm
 
 ifeq ($(SANITIZER),asan-ubsan)
@@ -23,7 +42,7 @@ else ifeq ($(SANITIZER),thread)
   LDFLAGS += -fsanitize=thread
 endif
 
-BUILD    := build$(if $(SANITIZER),-$(SANITIZER))
+BUILD    := build$(if $(ARCH),-$(ARCH))$(if $(SANITIZER),-$(SANITIZER))
 # One folder per layer; every .c under src/ except main.c goes into the library.
 LIB_SRC  := $(sort $(wildcard src/base/*.c src/io/*.c src/http/*.c src/journal/*.c src/raft/*.c \
               src/broker/*.c src/kv/*.c src/metrics/*.c src/core/*.c src/api/*.c src/bench/*.c \
@@ -39,20 +58,31 @@ UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 DEPS     := $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(BUILD)/src/main.d $(LIB_SRC:%.c=build-fuzz/%.d)
 
-.PHONY: all clean test unit integration shim cluster jepsen fuzz-replay fuzz fuzz-build bench bench-cluster bench-query bench-subscribe soak deps test-deps
+.PHONY: all clean test unit arm64-test integration shim cluster jepsen fuzz-replay fuzz fuzz-build bench bench-cluster bench-query bench-subscribe soak deps test-deps
 
+ifeq ($(ARCH),arm64)
+# A cross build never replaces ./ayder (the native binary the other tiers run).
+all: $(BUILD)/ayder $(BUILD)/unit_tests
+else
 all: ayder
+endif
 
+ifeq ($(ARCH),)
 # Replace by rename so a running ./ayder (tests, a local node) never blocks the build.
 ayder: $(BUILD)/ayder
 	cp $< $@.tmp && mv -f $@.tmp $@
+else
+.PHONY: ayder
+ayder:
+	@echo "ARCH=$(ARCH) builds $(BUILD)/ayder; ./ayder stays the native binary" >&2; exit 1
+endif
 
 $(BUILD)/ayder: $(BUILD)/src/main.o $(BUILD)/libayder.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/libayder.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(AR) rcs $@ $^
 
 build/gen/ui_embed: src/ui/embed.c
 	@mkdir -p $(dir $@)
@@ -79,8 +109,9 @@ $(BUILD)/fsync_shim.so: tools/fsync-shim/fsync_shim.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 
+# (ARCH=arm64: under qemu-aarch64.)
 unit: $(BUILD)/unit_tests
-	./$(BUILD)/unit_tests
+	$(RUN) ./$(BUILD)/unit_tests
 
 # Fuzz targets: clang-14 libFuzzer with ASan+UBSan. fuzz-replay runs each checked-in corpus once;
 # `make fuzz FUZZ_SECONDS=600` runs each target for that long.
@@ -124,6 +155,10 @@ jepsen: ayder
 
 test:
 	tools/run-tests
+
+# The unit tests and an HTTP smoke test of the aarch64 cross build under qemu-aarch64.
+arm64-test:
+	tests/arm64/run
 
 bench: ayder
 	bench/run

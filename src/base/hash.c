@@ -1,5 +1,7 @@
-/* hash.c -- see hash.h. */
+/* hash.c -- see hash.h. Results do not depend on the host byte order or on alignment. */
 #include "base/hash.h"
+
+#include "base/buf.h"
 
 #include <string.h>
 
@@ -37,15 +39,15 @@ uint64_t hash_bytes(const void *data, size_t n, uint64_t seed)
     const uint8_t *p = data;
     uint64_t h = 0xcbf29ce484222325ull ^ seed ^ (n * 0x9E3779B97F4A7C15ull);
     while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
+        uint64_t w = load_le64(p);
         h = (h ^ w) * 0x100000001b3ull;
         h ^= h >> 29;
         p += 8;
         n -= 8;
     }
     uint64_t w = 0;
-    memcpy(&w, p, n);
+    for (size_t i = 0; i < n; i++) /* the tail as a little-endian word, on any host */
+        w |= (uint64_t)p[i] << (8 * i);
     h = (h ^ w) * 0x100000001b3ull;
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;

@@ -14,6 +14,12 @@
  *     broker_unwait no longer finds them), broker_wake_due calls their wake functions outside
  *     the lock. Between the two the core answers the round's proposals, so a produce's answer
  *     is posted to its HTTP worker before the round's (possibly thousands of) wake-ups.
+ *  7. No lost wake-up: a waiter parked by broker_wait is woken by the first round that raises its
+ *     partition's high watermark past its offset. The publisher skips wait_mu when nwaiters is 0,
+ *     so the two sides are a Dekker handshake, each storing before it loads, with a seq_cst
+ *     fence between: broker_wait counts itself in nwaiters, then reads the high watermark;
+ *     broker_round_end stores the high watermark (plog_publish), then reads nwaiters. At least
+ *     one of them sees the other's store, on any CPU (a weakly ordered one included).
  */
 #include "broker/broker.h"
 
@@ -574,6 +580,8 @@ static int apply_produce(struct broker *b, uint64_t index, struct slice payload,
  * its owner keeps it alive until its wake function runs. */
 static void wake_all(struct broker *b, struct partition *p, bool everyone)
 {
+    /* The publisher's half of invariant 6: the high watermark is stored; now look for waiters. */
+    atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&b->nwaiters, memory_order_relaxed) == 0)
         return;
     pthread_mutex_lock(&b->wait_mu);
@@ -1529,9 +1537,14 @@ int broker_wait(struct broker *b, struct slice topic, uint32_t partition, uint64
     } else {
         struct partition *p = &t->parts[partition];
         pthread_mutex_lock(&b->wait_mu);
+        /* The waiter's half of invariant 6: count ourselves in first, then look at the high
+         * watermark. (Looking first let a round publish and find no waiter in between, and the
+         * wait then lasted until its timeout.) */
+        uint64_t before = atomic_fetch_add(&b->nwaiters, 1);
+        atomic_thread_fence(memory_order_seq_cst);
         if (plog_high_watermark(p->log) > offset) {
             rc = ERR_AGAIN;
-        } else if (atomic_load(&b->nwaiters) >= BROKER_WAITERS_MAX) {
+        } else if (before >= BROKER_WAITERS_MAX) {
             rc = ERR_OVERLOADED; /* bounded: the caller answers at once instead of parking */
         } else {
             w->offset = offset;
@@ -1541,8 +1554,9 @@ int broker_wait(struct broker *b, struct slice topic, uint32_t partition, uint64
             if (p->waiters)
                 p->waiters->prev = w;
             p->waiters = w;
-            atomic_fetch_add(&b->nwaiters, 1);
         }
+        if (rc)
+            atomic_fetch_sub(&b->nwaiters, 1);
         pthread_mutex_unlock(&b->wait_mu);
     }
     pthread_rwlock_unlock(&b->meta);

@@ -187,6 +187,8 @@ struct core {
     struct conf_rec *confs;        /* CONFIG entries after the snapshot, ascending */
     size_t n_confs, cap_confs;
     uint64_t raft_tick_ms, next_raft_tick_ms;
+    uint64_t rand_state;           /* Raft's randomness (election timeouts); one per core, so
+                                      several cores in a process (the simulations) never share it */
     bool was_leader, leader_ready;
     uint64_t leader_start_index;
     /* Never appended: this node leads but its no-op is unapplied, or (cluster) no leader is known
@@ -1260,9 +1262,19 @@ static void checkpoint_start(struct core *c)
         LOG_E("core", "checkpoint capture failed: %s", err_message(rc));
         return;
     }
+    pthread_mutex_lock(&c->mu);
+    if (c->stopping) {
+        /* The background thread leaves once stopping is set and no job waits, and core_main
+         * takes the final checkpoint itself: a job handed over now might never be taken, and
+         * core_main would wait for its result forever (core_stop hung; found by the core
+         * simulation under ThreadSanitizer's slower scheduling). Decided under mu, where the
+         * background thread decides to leave. */
+        pthread_mutex_unlock(&c->mu);
+        sbuf_free(&b);
+        return;
+    }
     c->ckpt_busy = true;
     c->last_checkpoint_ms = clock_mono_ms();
-    pthread_mutex_lock(&c->mu);
     c->ckpt_buf = b;
     c->ckpt_index = c->applied_index;
     c->ckpt_keep_from = keep_from(c, c->applied_index);
@@ -1614,8 +1626,6 @@ static uint64_t raft_rand(void *ctx)
     return x;
 }
 
-static uint64_t rand_state;
-
 static void tp_wake_fn(void *ctx)
 {
     struct core *c = ctx;
@@ -1668,9 +1678,9 @@ static int raft_setup(struct core *c)
     c->storage = (struct raft_storage){c, st_last_index, st_term_at, st_entries, st_config_before};
     uint32_t tick_ms = c->cluster ? RAFT_TICK_MS_CLUSTER : 100;
     c->raft_tick_ms = tick_ms;
-    rand_state = clock_mono_ns() ^ ((uint64_t)getpid() << 32) ^ c->self_id;
-    if (!rand_state)
-        rand_state = 1;
+    c->rand_state = clock_mono_ns() ^ ((uint64_t)getpid() << 32) ^ c->self_id;
+    if (!c->rand_state)
+        c->rand_state = 1;
     struct raft_options o = {
         .id = c->self_id,
         .storage = &c->storage,
@@ -1682,7 +1692,7 @@ static int raft_setup(struct core *c)
         .pre_vote = true,
         .check_quorum = c->cluster,
         .rand = raft_rand,
-        .rand_ctx = &rand_state,
+        .rand_ctx = &c->rand_state,
         .applied = c->applied_index,
         .snap = c->snap_cur,
     };

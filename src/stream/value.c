@@ -14,6 +14,7 @@
  */
 #include "stream/value.h"
 
+#include "base/buf.h"
 #include "base/err.h"
 #include "base/hash.h"
 
@@ -364,7 +365,7 @@ static uint64_t hash_escaped(const struct sval *v, uint64_t seed)
         uint8_t b[8];
         for (int k = 0; k < 8; k++)
             b[k] = (uint8_t)uit_next(&it);
-        memcpy(&w, b, 8);
+        w = load_le64(b);
         h = (h ^ w) * 0x100000001b3ull;
         h ^= h >> 29;
         left -= 8;
@@ -372,8 +373,7 @@ static uint64_t hash_escaped(const struct sval *v, uint64_t seed)
     uint8_t b[8] = {0};
     for (size_t k = 0; k < left; k++)
         b[k] = (uint8_t)uit_next(&it);
-    uint64_t w = 0;
-    memcpy(&w, b, 8);
+    uint64_t w = load_le64(b);
     h = (h ^ w) * 0x100000001b3ull;
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;

@@ -1,8 +1,11 @@
-/* harness.c -- registry and runner for tests/unit (see harness.h). */
+/* harness.c -- registry and runner for tests/unit (see harness.h).
+ * UNIT_TIMES=1 prints each test's wall time (how tests/arm64/run's budget was measured). */
 #include "harness.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_TESTS 4096
 
@@ -43,12 +46,23 @@ int main(int argc, char **argv)
 {
     const char *filter = argc > 1 ? argv[1] : NULL;
     qsort(tests, (size_t)ntests, sizeof tests[0], cmp);
+    const char *times = getenv("UNIT_TIMES");
+    bool show_times = times && *times && strcmp(times, "0") != 0;
     int passed = 0, failed = 0;
     for (int i = 0; i < ntests; i++) {
         if (filter && !strstr(tests[i].name, filter))
             continue;
         cur_failed = 0;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         tests[i].fn();
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (show_times) {
+            printf("    time %8.3f s  %s\n",
+                   (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+                   tests[i].name);
+            fflush(stdout);
+        }
         if (cur_failed) {
             failed++;
             fprintf(stderr, "FAIL %s\n", tests[i].name);

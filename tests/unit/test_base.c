@@ -12,25 +12,88 @@
 #include <stdlib.h>
 #include <string.h>
 
-uint32_t crc32c_sw(uint32_t crc, const void *data, size_t n);
+/* Every path crc32c() can take, so each test checks all of them: the one chosen for this
+ * process, the table, and the instruction when the CPU has it. */
+typedef uint32_t (*crc_fn)(uint32_t, const void *, size_t);
+static size_t crc_paths(crc_fn fns[3])
+{
+    size_t n = 0;
+    fns[n++] = crc32c;
+    fns[n++] = crc32c_sw;
+    if (crc32c_hw_available())
+        fns[n++] = crc32c_hw;
+    return n;
+}
 
 TEST(crc32c_known_vectors)
 {
-    CHECK(crc32c(0, "123456789", 9) == 0xE3069283u);
-    CHECK(crc32c(0, "", 0) == 0);
-    uint8_t zeros[32] = {0};
-    CHECK(crc32c(0, zeros, 32) == 0x8A9136AAu); /* RFC 3720 B.4 */
-    /* Incremental == one-shot. */
-    CHECK(crc32c(crc32c(0, "12345", 5), "6789", 4) == 0xE3069283u);
+    crc_fn fns[3];
+    size_t nf = crc_paths(fns);
+    uint8_t zeros[32] = {0}, ones[32], inc[32], dec[32];
+    for (int i = 0; i < 32; i++) {
+        ones[i] = 0xff;
+        inc[i] = (uint8_t)i;
+        dec[i] = (uint8_t)(31 - i);
+    }
+    /* RFC 3720 B.4 (iSCSI): 32 bytes of zeros, ones, incrementing, decrementing; an iSCSI read. */
+    static const uint8_t iscsi_read[48] = {
+        0x01, 0xc0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x14, 0x00, 0x00, 0x00, 0x18,
+        0x28, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+    for (size_t f = 0; f < nf; f++) {
+        CHECK(fns[f](0, "123456789", 9) == 0xE3069283u);
+        CHECK(fns[f](0, "", 0) == 0);
+        CHECK(fns[f](0, zeros, 32) == 0x8A9136AAu);
+        CHECK(fns[f](0, ones, 32) == 0x62A8AB43u);
+        CHECK(fns[f](0, inc, 32) == 0x46DD794Eu);
+        CHECK(fns[f](0, dec, 32) == 0x113FDB5Cu);
+        CHECK(fns[f](0, iscsi_read, 48) == 0xD9963A56u);
+        /* Incremental == one-shot. */
+        CHECK(fns[f](fns[f](0, "12345", 5), "6789", 4) == 0xE3069283u);
+    }
 }
 
-TEST(crc32c_hw_matches_sw)
+/* Which path this process took, as the environment asked: AYDER_CRC32C=table forces the
+ * table; AYDER_TEST_CRC32C_IMPL (set by tests/arm64/run: "armv8-crc") names the path the CPU must
+ * have given, so a tier that means to test the instruction fails if it silently did not. */
+TEST(crc32c_dispatch)
 {
-    uint8_t buf[1031];
-    for (size_t i = 0; i < sizeof buf; i++)
-        buf[i] = (uint8_t)(i * 131 + 7);
-    for (size_t n = 0; n < sizeof buf; n += 17)
-        CHECK(crc32c(0, buf, n) == crc32c_sw(0, buf, n));
+    const char *force = getenv("AYDER_CRC32C"), *want = getenv("AYDER_TEST_CRC32C_IMPL");
+    const char *impl = crc32c_impl();
+    printf("    crc32c path: %s (instruction %savailable)\n", impl,
+           crc32c_hw_available() ? "" : "not ");
+    if (force && strcmp(force, "table") == 0)
+        CHECK(strcmp(impl, "table") == 0);
+    else
+        CHECK((strcmp(impl, "table") == 0) == !crc32c_hw_available());
+    if (want && *want)
+        CHECK(strcmp(impl, want) == 0);
+}
+
+/* Random bytes, every length 0..1100 (every tail length and word count past the 3 x 256 join) at
+ * every alignment 0..15, from zero and from a running CRC: all paths agree. */
+TEST(crc32c_paths_agree_every_length_and_alignment)
+{
+    crc_fn fns[3];
+    size_t nf = crc_paths(fns);
+    enum { LEN_MAX = 1100, ALIGN = 16 };
+    static uint8_t buf[LEN_MAX + ALIGN];
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < sizeof buf; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        buf[i] = (uint8_t)(x >> 24);
+    }
+    size_t bad = 0;
+    for (size_t off = 0; off < ALIGN; off++)
+        for (size_t n = 0; n <= LEN_MAX; n++) {
+            uint32_t seed = (uint32_t)(n * 2654435761u);
+            uint32_t want0 = crc32c_sw(0, buf + off, n), want1 = crc32c_sw(seed, buf + off, n);
+            for (size_t f = 0; f < nf; f++)
+                bad += fns[f](0, buf + off, n) != want0 || fns[f](seed, buf + off, n) != want1;
+        }
+    CHECK_EQ_INT(bad, 0);
 }
 
 /* The hardware path joins three chains for buffers of 3 x 256 and 3 x 8192 bytes and more:
@@ -49,9 +112,12 @@ TEST(crc32c_hw_3way_matches_sw)
                                   24577, 24576 + 768, 24576 + 771, 49152, 49152 + 768 + 13,
                                   CAP - 8};
     for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++)
-        for (size_t off = 0; off < 8; off += 3) {
+        for (size_t off = 0; off < 8; off++) {
             CHECK(crc32c(0, buf + off, lens[k]) == crc32c_sw(0, buf + off, lens[k]));
             CHECK(crc32c(0x1234567u, buf + off, lens[k]) == crc32c_sw(0x1234567u, buf + off, lens[k]));
+            if (crc32c_hw_available())
+                CHECK(crc32c_hw(0x1234567u, buf + off, lens[k]) ==
+                      crc32c_sw(0x1234567u, buf + off, lens[k]));
         }
     free(buf);
 }
@@ -143,6 +209,24 @@ TEST(utf8_validation)
     CHECK(!utf8_valid((const uint8_t *)"\xc0\x80", 2));       /* overlong */
     CHECK(!utf8_valid((const uint8_t *)"\xed\xa0\x80", 3));   /* surrogate */
     CHECK(!utf8_valid((const uint8_t *)"\xff", 1));
+}
+
+/* hash_bytes names nodes on the wire (transport_frame.c) and so must not depend on the host:
+ * fixed values, the same on x86-64 and aarch64 (and on a big-endian host: load_le64). */
+TEST(hash_bytes_pinned_values)
+{
+    static const char *in[] = {"", "a", "abcdefgh", "abcdefghi", "0123456789abcdefXYZ"};
+    static const uint64_t want[] = {0xb9034ad37056f5fbull, 0x82a2a958a9bece5bull,
+                                    0xb8878ce5b552041aull, 0x89ea2d639b1f54bfull,
+                                    0xa7974f0ca0f3b179ull};
+    for (int i = 0; i < 5; i++)
+        CHECK(hash_bytes(in[i], strlen(in[i]), i ? 0x9e3779b97f4a7c15ull : 0) == want[i]);
+    /* Any alignment gives the same hash. */
+    char buf[40];
+    for (int off = 0; off < 8; off++) {
+        memcpy(buf + off, in[4], strlen(in[4]));
+        CHECK(hash_bytes(buf + off, strlen(in[4]), 0x9e3779b97f4a7c15ull) == want[4]);
+    }
 }
 
 TEST(murmur2_matches_kafka)
