@@ -165,7 +165,10 @@ def test_console_in_browser(console_node):
     res = run_scenario(console_node.url, "main")
     ro = run_scenario(console_node.url, "readonly")
     info = res["info"]
-    print("console first paint (cold browser): %s ms, load %s ms" % (info["first_paint_ms"], info["load_ms"]))
+    # reported, not asserted (no timing assertions in tests); a browser may not record a paint
+    # entry before the load event on a busy box
+    print("console first paint (cold browser): %s ms, load %s ms" % (info.get("first_paint_ms"),
+                                                                    info.get("load_ms")))
     with open(os.path.join(SHOTS, "console-metrics.json"), "w") as f:
         json.dump({"main": info, "readonly": ro["info"]}, f, indent=1)
     for page in ("overview", "topics", "topic", "messages", "groups", "cluster", "kv", "query"):
