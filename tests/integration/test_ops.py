@@ -496,17 +496,22 @@ def test_make_certs_cluster(tmp_path):
             node = Node(str(tmp_path / ("data-" + name)), port=http_ports[name], env=env)
             nodes.append(node)
             node.start(wait=False)
+        # Wait for the settled leader: the first node elected hands leadership to the highest
+        # priority one (n1), and a write sent into that hand-over would be redirected. So: every
+        # node names the same leader, it is n1 (the first service), and it sees every peer.
         deadline = time.monotonic() + 60
         leader = None
         while time.monotonic() < deadline and not leader:
-            for node in nodes:
-                try:
-                    st = requests.get(node.url + "/ha/status", timeout=2).json()
-                    if st["role"] == "leader" and all(p["connected"] for p in st["peers"]):
-                        leader = node
-                except (requests.RequestException, ValueError):
-                    pass
-            time.sleep(0.1)
+            try:
+                sts = [requests.get(n.url + "/ha/status", timeout=2).json() for n in nodes]
+                first = sts[0]
+                if (first["role"] == "leader" and all(p["connected"] for p in first["peers"])
+                        and all(st.get("leader_id") == first["node_id"] for st in sts)):
+                    leader = nodes[0]
+            except (requests.RequestException, ValueError, KeyError):
+                pass
+            if not leader:
+                time.sleep(0.1)
         assert leader, [n.log()[-1500:] for n in nodes]
         r = leader.post("/broker/topics/tls/produce?partition=0", data=b"over-mtls")
         assert r.status_code == 200 and r.json()["write_concern"] == "majority", r.text
