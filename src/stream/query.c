@@ -814,6 +814,29 @@ void sq_write_agg(const struct squery *q, struct jw *w, const struct group *g, s
     jw_obj_close(w);
 }
 
+/* The stats members a bounded call and a follow query share (docs/STREAM.md "Stats"). */
+void sq_write_common_stats(const struct squery *q, struct jw *w)
+{
+    jw_ku64(w, "scanned", q->scanned + q->out_of_range);
+    jw_ku64(w, "decoded", q->scanned - q->skipped_parse - q->skipped_decode);
+    jw_ku64(w, "matched", q->matched);
+    jw_ku64(w, "skipped_parse", q->skipped_parse);
+    jw_ku64(w, "skipped_decode", q->skipped_decode);
+    jw_ku64(w, "out_of_time_range", q->out_of_range);
+    jw_ku64(w, "missing_time", q->missing_time);
+    jw_ku64(w, "late", q->late);
+    jw_ku64(w, "late_windows", q->late_windows);
+    jw_kstr(w, "late_policy", q->late_include ? "include" : "drop");
+    if (q->windowed) {
+        jw_key(w, "watermark_ms");
+        if (q->have_wm)
+            jw_i64(w, q->watermark);
+        else
+            jw_null(w);
+    }
+    jw_ku64(w, "groups", q->ngroups);
+}
+
 int squery_finish(struct squery *q, struct jw *w)
 {
     size_t start = w->out->len;
@@ -850,24 +873,7 @@ int squery_finish(struct squery *q, struct jw *w)
 
     jw_key(w, "stats");
     jw_obj_open(w);
-    jw_ku64(w, "scanned", q->scanned + q->out_of_range);
-    jw_ku64(w, "decoded", q->scanned - q->skipped_parse - q->skipped_decode);
-    jw_ku64(w, "matched", q->matched);
-    jw_ku64(w, "skipped_parse", q->skipped_parse);
-    jw_ku64(w, "skipped_decode", q->skipped_decode);
-    jw_ku64(w, "out_of_time_range", q->out_of_range);
-    jw_ku64(w, "missing_time", q->missing_time);
-    jw_ku64(w, "late", q->late);
-    jw_ku64(w, "late_windows", q->late_windows);
-    jw_kstr(w, "late_policy", q->late_include ? "include" : "drop");
-    if (q->windowed) {
-        jw_key(w, "watermark_ms");
-        if (q->have_wm)
-            jw_i64(w, q->watermark);
-        else
-            jw_null(w);
-    }
-    jw_ku64(w, "groups", q->ngroups);
+    sq_write_common_stats(q, w);
     jw_ku64(w, "rows_emitted", nrows);
     jw_kbool(w, "rows_truncated", q->emit_rows > 0 && q->matched > nrows);
     jw_kbool(w, "aggregates_truncated", nagg < q->ngroups);

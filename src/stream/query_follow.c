@@ -977,24 +977,7 @@ void squery_follow_stats(const struct squery *q, struct jw *w)
 {
     const struct follow *fo = q->fo;
     jw_obj_open(w);
-    jw_ku64(w, "scanned", q->scanned + q->out_of_range);
-    jw_ku64(w, "decoded", q->scanned - q->skipped_parse - q->skipped_decode);
-    jw_ku64(w, "matched", q->matched);
-    jw_ku64(w, "skipped_parse", q->skipped_parse);
-    jw_ku64(w, "skipped_decode", q->skipped_decode);
-    jw_ku64(w, "out_of_time_range", q->out_of_range);
-    jw_ku64(w, "missing_time", q->missing_time);
-    jw_ku64(w, "late", q->late);
-    jw_ku64(w, "late_windows", q->late_windows);
-    jw_kstr(w, "late_policy", q->late_include ? "include" : "drop");
-    if (q->windowed) {
-        jw_key(w, "watermark_ms");
-        if (q->have_wm)
-            jw_i64(w, q->watermark);
-        else
-            jw_null(w);
-    }
-    jw_ku64(w, "groups", q->ngroups);
+    sq_write_common_stats(q, w);
     if (fo) {
         uint32_t idle = 0;
         for (uint32_t i = 0; i < fo->nparts; i++)

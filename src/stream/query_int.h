@@ -260,4 +260,7 @@ int sq_follow_new_group(struct squery *q, uint64_t h, int64_t wstart, struct gro
 /* Copy v (unescaped) to the heap, counted in fo->bytes (count_distinct values in follow mode). */
 int sq_follow_copy_val(struct squery *q, struct sval *v);
 
+/* query.c: the stats members shared by squery_finish and squery_follow_stats. */
+void sq_write_common_stats(const struct squery *q, struct jw *w);
+
 #endif
