@@ -130,7 +130,9 @@ def test_pipelined_request_after_long_poll_waits_for_it(node):
         req_bytes("POST", "/broker/topics/pipe7/produce?partition=0", body=b"late"),
     ])
     assert poll.json()["count"] == 0, poll.body
-    assert time.monotonic() - t0 >= 0.3
+    # the poll ran its whole wait (libuv timers count from the loop's cached time, which can be a
+    # little older than the request's arrival: allow 10 % early)
+    assert time.monotonic() - t0 >= 0.27
     assert produce.json()["offset"] == 0, produce.body
 
 
