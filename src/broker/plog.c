@@ -1078,6 +1078,21 @@ static int read_corrupt(struct plog *p, struct segment *s, uint64_t pos, const c
     return ERR_CORRUPT;
 }
 
+/* Readers: the header of the batch at pos, which must hold offset `at` onward (batches are dense).
+ * ERR_CORRUPT (logged) for a short or inconsistent header; window errors pass through. */
+static int read_batch_header(struct plog *p, struct segment *s, struct win *w, uint64_t pos,
+                             uint64_t at, struct recbatch_info *h)
+{
+    const uint8_t *bp;
+    int rc = win_get(w, pos, RECBATCH_HEADER_BYTES, &bp);
+    if (rc != 0)
+        return rc == ERR_EOF ? read_corrupt(p, s, pos, "short header") : rc;
+    if (recbatch_peek(bp, RECBATCH_HEADER_BYTES, h) != 0 || (uint64_t)h->base_offset != at ||
+        h->record_count < 1 || h->last_offset_delta != h->record_count - 1)
+        return read_corrupt(p, s, pos, "bad batch header");
+    return 0;
+}
+
 int plog_read(struct plog *p, uint64_t from, size_t max_records, size_t max_bytes,
               plog_visit_fn fn, void *ctx, struct plog_read_result *res)
 {
@@ -1115,16 +1130,8 @@ int plog_read(struct plog *p, uint64_t from, size_t max_records, size_t max_byte
                 break;
             const uint8_t *bp;
             struct recbatch_info h;
-            if ((rc = win_get(&w, pos, RECBATCH_HEADER_BYTES, &bp)) != 0) {
-                rc = rc == ERR_EOF ? read_corrupt(p, s, pos, "short header") : rc;
+            if ((rc = read_batch_header(p, s, &w, pos, at, &h)) != 0)
                 goto out;
-            }
-            if (recbatch_peek(bp, RECBATCH_HEADER_BYTES, &h) != 0 ||
-                (uint64_t)h.base_offset != at || h.record_count < 1 ||
-                h.last_offset_delta != h.record_count - 1) {
-                rc = read_corrupt(p, s, pos, "bad batch header");
-                goto out;
-            }
             uint64_t batch_end = at + (uint64_t)h.record_count;
             if (batch_end <= next) { /* entirely before `from`: skip without reading it */
                 pos += h.batch_bytes;
@@ -1242,16 +1249,8 @@ int plog_read_batches(struct plog *p, uint64_t from, size_t max_bytes, struct sb
                 break;
             const uint8_t *bp;
             struct recbatch_info h;
-            if ((rc = win_get(&w, pos, RECBATCH_HEADER_BYTES, &bp)) != 0) {
-                rc = rc == ERR_EOF ? read_corrupt(p, s, pos, "short header") : rc;
+            if ((rc = read_batch_header(p, s, &w, pos, at, &h)) != 0)
                 goto out;
-            }
-            if (recbatch_peek(bp, RECBATCH_HEADER_BYTES, &h) != 0 ||
-                (uint64_t)h.base_offset != at || h.record_count < 1 ||
-                h.last_offset_delta != h.record_count - 1) {
-                rc = read_corrupt(p, s, pos, "bad batch header");
-                goto out;
-            }
             uint64_t batch_end = at + (uint64_t)h.record_count;
             if (batch_end <= from) {
                 pos += h.batch_bytes;
